@@ -1,0 +1,151 @@
+"""The mean-field service: population statistics per agent type, served from a cached snapshot.
+
+Agents report their state each slot (the runtime batches the reports into one PopulationReport);
+the slot's agreed prices arrive as a TradeReport. The service keeps, per type, the moments of the
+net position, a fixed-bin histogram and the share of buyers, plus trade-price statistics over a
+window of recent slots, and a guidance price (the volume-weighted average price of that window) for
+strategies to anchor on. A query is answered from the cached snapshot; the snapshot is recomputed
+only when a report arrived since (``recomputations`` counts it). Everything is vectorised with numpy.
+
+It runs on the bus like any other party: :meth:`MeanFieldService.handle` is its handler.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from typing import Any
+
+import msgspec
+import numpy as np
+
+from negotiator.messages import PopulationReport, SnapshotQuery, TradeReport
+
+
+class TypeStats(msgspec.Struct, frozen=True):
+    """Statistics of one agent type's net positions (base units; positive: buying)."""
+
+    count: int
+    buyers: int
+    sellers: int
+    mean: float
+    std: float
+    minimum: int
+    maximum: int
+    histogram: list[int]
+    """Counts per bin of ``Snapshot.bin_edges`` (values outside are clipped to the end bins)."""
+    reservation_mean: float
+
+
+class PriceStats(msgspec.Struct, frozen=True):
+    """Agreed prices over the recent window (msat per 1,000 units)."""
+
+    trades: int
+    volume: int
+    vwap: float
+    mean: float
+    std: float
+    minimum: int
+    maximum: int
+
+
+class Snapshot(msgspec.Struct, frozen=True):
+    """What the service answers: the population of the last reported slot and recent prices."""
+
+    slot: int
+    version: int
+    types: dict[str, TypeStats]
+    bin_edges: list[float]
+    prices: PriceStats | None
+    guidance_price: int | None
+    """Volume-weighted average price of the recent window; None before any trade."""
+
+
+class MeanFieldService:
+    """Keeps the population statistics; answer queries from the cached snapshot."""
+
+    def __init__(self, *, bins: int = 32, span: float = 5000.0, price_window: int = 4) -> None:
+        if bins < 1 or span <= 0 or price_window < 1:
+            raise ValueError("bins, span and price_window must be positive")
+        self.bin_edges = np.linspace(-span, span, bins + 1)
+        self._trades: deque[tuple[np.ndarray, np.ndarray]] = deque(maxlen=price_window)
+        self._report: PopulationReport | None = None
+        self._snapshot: Snapshot | None = None
+        self._dirty = True
+        self._version = 0
+        self.recomputations = 0
+        """How many times the snapshot was rebuilt (queries between reports reuse it)."""
+
+    def handle(self, message: Any) -> Snapshot | None:
+        """The bus handler: reports update the state, queries get the snapshot."""
+        if isinstance(message, SnapshotQuery):
+            return self.snapshot()
+        if isinstance(message, PopulationReport):
+            self._report = message
+            self._dirty = True
+            return None
+        if isinstance(message, TradeReport):
+            self._trades.append(
+                (np.asarray(message.prices, np.int64), np.asarray(message.quantities, np.int64))
+            )
+            self._dirty = True
+            return None
+        raise TypeError(f"the mean-field service does not take {type(message).__name__}")
+
+    def snapshot(self) -> Snapshot:
+        """The current snapshot, rebuilt only if something was reported since the last one."""
+        if self._dirty or self._snapshot is None:
+            self._snapshot = self._compute()
+            self._dirty = False
+        return self._snapshot
+
+    def _compute(self) -> Snapshot:
+        self.recomputations += 1
+        self._version += 1
+        types: dict[str, TypeStats] = {}
+        slot = -1
+        report = self._report
+        if report is not None:
+            slot = report.slot
+            codes = np.asarray(report.types, np.int64)
+            net = np.asarray(report.net, np.int64)
+            reservation = np.asarray(report.reservation, np.int64)
+            lo, hi = self.bin_edges[0], self.bin_edges[-1]
+            for code, name in enumerate(report.type_names):
+                mask = codes == code
+                x = net[mask]
+                if x.size == 0:
+                    continue
+                hist, _ = np.histogram(np.clip(x, lo, hi), bins=self.bin_edges)
+                types[name] = TypeStats(
+                    count=int(x.size),
+                    buyers=int((x > 0).sum()),
+                    sellers=int((x < 0).sum()),
+                    mean=float(x.mean()),
+                    std=float(x.std()),
+                    minimum=int(x.min()),
+                    maximum=int(x.max()),
+                    histogram=hist.tolist(),
+                    reservation_mean=float(reservation[mask].mean()),
+                )
+        prices, guidance = self._price_stats()
+        return Snapshot(slot, self._version, types, self.bin_edges.tolist(), prices, guidance)
+
+    def _price_stats(self) -> tuple[PriceStats | None, int | None]:
+        if not self._trades:
+            return None, None
+        p = np.concatenate([t[0] for t in self._trades])
+        q = np.concatenate([t[1] for t in self._trades])
+        if p.size == 0:
+            return None, None
+        volume = int(q.sum())
+        vwap = float((p * q).sum() / volume)
+        stats = PriceStats(
+            trades=int(p.size),
+            volume=volume,
+            vwap=vwap,
+            mean=float(p.mean()),
+            std=float(p.std()),
+            minimum=int(p.min()),
+            maximum=int(p.max()),
+        )
+        return stats, int(round(vwap))

@@ -1,0 +1,5 @@
+"""``python -m negotiator``."""
+
+from negotiator.cli import app
+
+app()

@@ -1,0 +1,159 @@
+"""The ``negotiator`` command line (composition root, with negotiator.simulation)."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import anyio
+import typer
+from pydantic import ValidationError
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from negotiator import log
+from negotiator.metrics import Exporter
+from negotiator.runtime import RuntimeConfig, SlotReport
+from negotiator.simulation import SimulationConfig, Summary, build
+
+app = typer.Typer(
+    help="Asyncio multi-agent negotiation runtime for decentralised markets.",
+    no_args_is_help=True,
+    add_completion=False,
+)
+
+
+@app.callback()
+def _main() -> None:
+    """Negotiate, settle, measure."""
+
+
+def uvloop_available() -> bool:
+    """Whether uvloop can be used (it is optional)."""
+    return importlib.util.find_spec("uvloop") is not None
+
+
+@app.command()
+def simulate(
+    agents: Annotated[int, typer.Option(help="Prosumers and consumers in the community.")] = 1000,
+    slots: Annotated[int, typer.Option(help="Trading slots to run (24 = one day).")] = 24,
+    seed: Annotated[int, typer.Option(help="Seed: same seed and engine, same ledger.")] = 0,
+    engine: Annotated[str, typer.Option(help="task (a coroutine per agent) or shard.")] = "task",
+    shards: Annotated[int, typer.Option(help="Dispatchers for the shard engine.")] = 1,
+    strategy: Annotated[
+        str, typer.Option(help="boulware, linear, conceder or mixed (drawn per agent).")
+    ] = "mixed",
+    max_rounds: Annotated[int, typer.Option(help="Offers per negotiation, at most.")] = 10,
+    max_in_flight: Annotated[int, typer.Option(help="Negotiations open at once.")] = 500,
+    deadline_ms: Annotated[float, typer.Option(help="Wall-clock limit per negotiation.")] = 5000.0,
+    slots_per_day: Annotated[int, typer.Option(help="Slots in a day.")] = 24,
+    ledger: Annotated[
+        Path | None, typer.Option(help="SQLite ledger file (a temporary file if omitted).")
+    ] = None,
+    metrics_port: Annotated[
+        int | None, typer.Option(help="Serve Prometheus metrics on 127.0.0.1:PORT (0: any).")
+    ] = None,
+    json_out: Annotated[
+        Path | None, typer.Option("--json", help="Write the machine-readable summary here.")
+    ] = None,
+    log_level: Annotated[str, typer.Option(help="debug, info, warning or error.")] = "warning",
+    quiet: Annotated[bool, typer.Option(help="No progress bar or table.")] = False,
+) -> None:
+    """Run a simulated energy community: negotiate every slot, settle every agreement."""
+    log.configure(log_level)
+    console = Console(stderr=False)
+    try:
+        config = SimulationConfig(
+            agents=agents,
+            slots=slots,
+            slots_per_day=slots_per_day,
+            seed=seed,
+            strategy=strategy,
+            max_rounds=max_rounds,
+            ledger=str(ledger) if ledger else None,
+            runtime=RuntimeConfig(
+                engine=engine,
+                shards=shards,
+                max_in_flight=max_in_flight,
+                deadline_ms=deadline_ms,
+            ),
+        )
+    except (ValidationError, ValueError) as exc:
+        raise typer.BadParameter(str(exc)) from None
+    sim = build(config)
+    progress = Progress(
+        TextColumn("[bold]slot"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("{task.fields[info]}"),
+        TimeElapsedColumn(),
+        console=console,
+        disable=quiet,
+    )
+    task = progress.add_task("slots", total=slots, info="")
+
+    def on_slot(report: SlotReport) -> None:
+        info = f"{report.negotiations} negotiations, {report.agreements} agreed"
+        progress.update(task, advance=1, info=info)
+
+    def on_exporter(exporter: Exporter) -> None:
+        if not quiet:
+            console.print(f"metrics at {exporter.url}")
+
+    async def main() -> Summary:
+        return await sim.run(
+            on_slot, handle_signals=True, metrics_port=metrics_port, on_exporter=on_exporter
+        )
+
+    try:
+        with progress:
+            summary = anyio.run(
+                main, backend="asyncio", backend_options={"use_uvloop": uvloop_available()}
+            )
+    finally:
+        sim.close()
+    data = summary.to_dict()
+    if json_out is not None:
+        json_out.parent.mkdir(parents=True, exist_ok=True)
+        json_out.write_text(json.dumps(data, indent=2) + "\n")
+    if not quiet:
+        console.print(_table(data))
+    if summary.run.interrupted:
+        sys.exit(130)
+
+
+def _table(data: dict[str, object]) -> Table:
+    table = Table(title="Run summary", show_header=False)
+    table.add_column("what", style="bold")
+    table.add_column("value", justify="right")
+    latency = data["latency_ms"]
+    settle = data["settle_latency_ms"]
+    assert isinstance(latency, dict) and isinstance(settle, dict)
+    rows = [
+        ("engine", data["engine"]),
+        ("agents / slots", f"{data['agents']} / {data['slots']}"),
+        ("negotiations", data["negotiations"]),
+        ("agreements", f"{data['agreements']} ({float(str(data['agreement_rate'])):.1%})"),
+        ("negotiations / s", data["negotiations_per_s"]),
+        ("offers / s", data["offers_per_s"]),
+        ("latency p50 / p95 / p99", f"{latency['p50']} / {latency['p95']} / {latency['p99']} ms"),
+        ("settle p50 / p95", f"{settle['p50']} / {settle['p95']} ms"),
+        ("settled / failed", f"{data['settled']} / {data['failed_settlements']}"),
+        ("traded", f"{int(str(data['traded_wh'])) / 1000:,.1f} kWh"),
+        ("paid", f"{int(str(data['paid_msat'])) // 1000:,} sat"),
+        ("community savings vs grid only", f"{float(str(data['savings'])):.1%}"),
+        ("rejected messages", data["rejected_messages"] or 0),
+        ("ledger", data["ledger_path"]),
+        ("ledger digest", str(data["ledger_digest"])[:16] + "..."),
+    ]
+    for name, value in rows:
+        table.add_row(name, str(value))
+    return table
+
+
+if __name__ == "__main__":  # pragma: no cover
+    app()

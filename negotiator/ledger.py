@@ -1,0 +1,248 @@
+"""The ledger: an SQLite (WAL) journal of agreements and their settlement state.
+
+An agreement is written (``accepted``) before any payment is attempted, moves to ``settling`` with the
+invoice's payment hash, then to ``settled`` (with the preimage, checked against the hash) or
+``failed`` (with a reason). Every write is idempotent: recording an agreement twice, or marking it
+settled twice, changes nothing; a payment hash can belong to one agreement only. A run killed at any
+instant leaves a journal from which :meth:`Ledger.unfinished` lists what must be reconciled.
+
+The class is synchronous (sqlite3); the runtime calls it from a worker thread, one call at a time.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import sqlite3
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Final
+
+import msgspec
+
+from negotiator.errors import LedgerError
+from negotiator.messages import Terms
+
+ACCEPTED: Final = "accepted"
+SETTLING: Final = "settling"
+SETTLED: Final = "settled"
+FAILED: Final = "failed"
+_MAX_VARIABLES: Final = 30_000
+"""Bound parameters per statement (SQLite allows 32,766 since 3.32)."""
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS agreements (
+    nid           INTEGER PRIMARY KEY,
+    slot          INTEGER NOT NULL,
+    buyer         INTEGER NOT NULL,
+    seller        INTEGER NOT NULL,
+    resource      TEXT    NOT NULL,
+    quantity      INTEGER NOT NULL CHECK (quantity > 0),
+    price         INTEGER NOT NULL CHECK (price >= 0),
+    window_start  INTEGER NOT NULL,
+    window_end    INTEGER NOT NULL,
+    amount_msat   INTEGER NOT NULL CHECK (amount_msat >= 0),
+    state         TEXT    NOT NULL
+                  CHECK (state IN ('accepted', 'settling', 'settled', 'failed')),
+    payment_hash  TEXT UNIQUE,
+    preimage      TEXT,
+    fee_msat      INTEGER,
+    reason        TEXT,
+    created_at    REAL    NOT NULL,
+    updated_at    REAL    NOT NULL
+);
+CREATE INDEX IF NOT EXISTS agreements_state ON agreements (state);
+"""
+
+
+class Agreement(msgspec.Struct, frozen=True, gc=False):
+    """An accepted deal, as the runtime hands it to settlement."""
+
+    nid: int
+    slot: int
+    buyer: int
+    seller: int
+    terms: Terms
+    accept_seq: int
+    """Sequence number of the Accept; settlement messages continue from it."""
+
+    @property
+    def amount_msat(self) -> int:
+        """What the buyer owes the seller."""
+        return self.terms.amount_msat()
+
+
+class Ledger:
+    """The journal. ``path`` may be ``":memory:"`` for throwaway runs."""
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = str(path)
+        if self.path != ":memory:":
+            Path(self.path).parent.mkdir(parents=True, exist_ok=True)
+        self._db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("PRAGMA synchronous=NORMAL")
+        self._db.executescript(_SCHEMA)
+
+    def close(self) -> None:
+        """Checkpoint and close the database."""
+        self._db.close()
+
+    def _write(self, sql: str, columns: int, rows: Sequence[tuple[object, ...]]) -> int:
+        """Run ``sql`` (whose ``{values}`` is a multi-row VALUES list) over ``rows``.
+
+        One statement per chunk, not one per row: sqlite3 releases the GIL around every step, and
+        a step per row from a worker thread waits for the busy event loop each time (measured: a
+        512-row batch took 0.6 s that way under load, ~5 ms as one statement). A single statement
+        is atomic by itself; several chunks run in one transaction.
+        """
+        if not rows:
+            return 0
+        per = max(1, _MAX_VARIABLES // columns)
+        row_sql = "(" + ", ".join("?" * columns) + ")"
+        chunks = [rows[i : i + per] for i in range(0, len(rows), per)]
+        db = self._db
+        changed = 0
+        if len(chunks) > 1:
+            db.execute("BEGIN IMMEDIATE")
+        try:
+            for chunk in chunks:
+                values = ", ".join([row_sql] * len(chunk))
+                params = [value for row in chunk for value in row]
+                changed += db.execute(sql.format(values=values), params).rowcount
+        except BaseException:
+            if len(chunks) > 1:
+                db.execute("ROLLBACK")
+            raise
+        if len(chunks) > 1:
+            db.execute("COMMIT")
+        return changed
+
+    def record(
+        self, agreements: Sequence[Agreement], payment_hashes: Sequence[str] | None = None
+    ) -> int:
+        """Journal agreements before paying; already-recorded ones are left alone.
+
+        With ``payment_hashes`` (one per agreement, the invoices already issued) they go in as
+        ``settling`` in the same write, which saves a round trip to the database per batch.
+        """
+        if payment_hashes is not None and len(payment_hashes) != len(agreements):
+            raise ValueError("one payment hash per agreement")
+        now = time.time()
+        state = ACCEPTED if payment_hashes is None else SETTLING
+        hashes = payment_hashes if payment_hashes is not None else [None] * len(agreements)
+        rows = [
+            (
+                a.nid,
+                a.slot,
+                a.buyer,
+                a.seller,
+                a.terms.resource,
+                a.terms.quantity,
+                a.terms.price,
+                a.terms.start,
+                a.terms.end,
+                a.terms.amount_msat(),
+                h,
+                now,
+                now,
+            )
+            for a, h in zip(agreements, hashes, strict=True)
+        ]
+        try:
+            return self._write(
+                "INSERT OR IGNORE INTO agreements (nid, slot, buyer, seller, resource, quantity,"
+                " price, window_start, window_end, amount_msat, payment_hash, created_at,"
+                f" updated_at, state) SELECT *, '{state}' FROM (VALUES {{values}})",
+                13,
+                rows,
+            )
+        except sqlite3.IntegrityError as exc:
+            raise LedgerError(f"payment hash already journaled for another agreement: {exc}") from exc
+
+    def mark_settling(self, items: Sequence[tuple[int, str]]) -> int:
+        """``(nid, payment_hash)``: an invoice exists; a hash can belong to one agreement only."""
+        try:
+            return self._write(
+                "UPDATE agreements SET state = 'settling', payment_hash = v.column2,"
+                f" updated_at = {time.time()!r} FROM (VALUES {{values}}) AS v"
+                " WHERE agreements.nid = v.column1 AND agreements.state = 'accepted'",
+                2,
+                list(items),
+            )
+        except sqlite3.IntegrityError as exc:
+            raise LedgerError(f"payment hash already journaled for another agreement: {exc}") from exc
+
+    def mark_settled(self, items: Sequence[tuple[int, str, str, int]]) -> int:
+        """``(nid, payment_hash, preimage, fee_msat)``: paid; the preimage must match the hash."""
+        for nid, payment_hash, preimage, _fee in items:
+            if hashlib.sha256(bytes.fromhex(preimage)).hexdigest() != payment_hash:
+                raise LedgerError(f"agreement {nid}: preimage does not hash to {payment_hash}")
+        return self._write(
+            "UPDATE agreements SET state = 'settled', payment_hash = v.column2,"
+            f" preimage = v.column3, fee_msat = v.column4, updated_at = {time.time()!r}"
+            " FROM (VALUES {values}) AS v WHERE agreements.nid = v.column1"
+            " AND agreements.state IN ('accepted', 'settling')"
+            " AND (agreements.payment_hash IS NULL OR agreements.payment_hash = v.column2)",
+            4,
+            list(items),
+        )
+
+    def mark_failed(self, items: Sequence[tuple[int, str]]) -> int:
+        """``(nid, reason)``: settlement failed for good; settled agreements are never touched."""
+        return self._write(
+            "UPDATE agreements SET state = 'failed', reason = v.column2,"
+            f" updated_at = {time.time()!r} FROM (VALUES {{values}}) AS v"
+            " WHERE agreements.nid = v.column1"
+            " AND agreements.state IN ('accepted', 'settling')",
+            2,
+            list(items),
+        )
+
+    def state_of(self, nid: int) -> str | None:
+        """The settlement state of one agreement, or None if it was never journaled."""
+        row = self._db.execute("SELECT state FROM agreements WHERE nid = ?", (nid,)).fetchone()
+        return None if row is None else str(row[0])
+
+    def counts(self) -> dict[str, int]:
+        """Agreements per state."""
+        rows = self._db.execute("SELECT state, COUNT(*) FROM agreements GROUP BY state")
+        counts = {ACCEPTED: 0, SETTLING: 0, SETTLED: 0, FAILED: 0}
+        counts.update({str(state): int(n) for state, n in rows})
+        return counts
+
+    def settled_totals(self) -> tuple[int, int, int]:
+        """``(quantity, amount_msat, fee_msat)`` summed over settled agreements."""
+        row = self._db.execute(
+            "SELECT COALESCE(SUM(quantity), 0), COALESCE(SUM(amount_msat), 0),"
+            " COALESCE(SUM(fee_msat), 0) FROM agreements WHERE state = 'settled'"
+        ).fetchone()
+        return int(row[0]), int(row[1]), int(row[2])
+
+    def failure_reasons(self) -> dict[str, int]:
+        """How many agreements failed, per reason."""
+        rows = self._db.execute(
+            "SELECT reason, COUNT(*) FROM agreements WHERE state = 'failed' GROUP BY reason"
+        )
+        return {str(reason): int(n) for reason, n in rows}
+
+    def unfinished(self) -> list[tuple[int, str, str | None]]:
+        """``(nid, state, payment_hash)`` of agreements neither settled nor failed."""
+        rows = self._db.execute(
+            "SELECT nid, state, payment_hash FROM agreements"
+            " WHERE state IN ('accepted', 'settling') ORDER BY nid"
+        )
+        return [(int(n), str(s), h) for n, s, h in rows]
+
+    def digest(self) -> str:
+        """sha256 over the settled rows in nid order, timestamps excluded: equal runs, equal digest."""
+        h = hashlib.sha256()
+        rows = self._db.execute(
+            "SELECT nid, slot, buyer, seller, resource, quantity, price, window_start, window_end,"
+            " amount_msat, payment_hash, preimage FROM agreements WHERE state = 'settled'"
+            " ORDER BY nid"
+        )
+        for row in rows:
+            h.update("|".join(map(str, row)).encode())
+            h.update(b"\n")
+        return h.hexdigest()

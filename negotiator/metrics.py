@@ -1,0 +1,230 @@
+"""Every Prometheus metric of a run, defined in this one module.
+
+The negotiation loop never touches prometheus_client: it bumps plain integers and a bucketed
+histogram (a bisect and two additions, no lock), and :class:`RunMetrics` exposes them through one
+custom collector that builds the metric families when Prometheus scrapes. Names follow Prometheus
+conventions: base units (seconds), ``_total`` for counters, bounded label sets (never an agent or a
+negotiation id).
+"""
+
+from __future__ import annotations
+
+import bisect
+import math
+from array import array
+from collections.abc import Callable, Iterator
+from typing import Final
+
+from prometheus_client import CollectorRegistry, start_http_server
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+    Metric,
+)
+
+LATENCY_BUCKETS: Final = (
+    0.0001,
+    0.00025,
+    0.0005,
+    0.001,
+    0.0025,
+    0.005,
+    0.01,
+    0.025,
+    0.05,
+    0.1,
+    0.25,
+    0.5,
+    1.0,
+    2.5,
+    5.0,
+    10.0,
+)
+"""Seconds: sub-millisecond (shard engine) to seconds (real Lightning payments)."""
+ROUND_BUCKETS: Final = (1, 2, 3, 4, 5, 6, 8, 10, 12, 16, 20, 30)
+
+
+class Histogram:
+    """A fixed-bucket histogram that can also keep its raw samples for exact quantiles."""
+
+    __slots__ = ("bounds", "counts", "samples", "sum")
+
+    def __init__(self, bounds: tuple[float, ...], keep_samples: bool = False) -> None:
+        self.bounds = bounds
+        self.counts = [0] * (len(bounds) + 1)
+        self.sum = 0.0
+        self.samples: array[float] | None = array("d") if keep_samples else None
+
+    def observe(self, value: float) -> None:
+        """Add one observation."""
+        self.counts[bisect.bisect_left(self.bounds, value)] += 1
+        self.sum += value
+        if self.samples is not None:
+            self.samples.append(value)
+
+    @property
+    def count(self) -> int:
+        """Number of observations."""
+        return sum(self.counts)
+
+    def quantile(self, q: float) -> float:
+        """Exact quantile of the kept samples (linear interpolation); NaN when empty."""
+        if not self.samples:
+            return math.nan
+        data = sorted(self.samples)
+        pos = q * (len(data) - 1)
+        lo = math.floor(pos)
+        hi = min(lo + 1, len(data) - 1)
+        return data[lo] + (data[hi] - data[lo]) * (pos - lo)
+
+    def family(self, name: str, doc: str) -> HistogramMetricFamily:
+        """Export as a Prometheus histogram (cumulative buckets)."""
+        counts = list(self.counts)  # one consistent copy while the loop keeps counting
+        cumulative, running = [], 0
+        for bound, n in zip(self.bounds, counts, strict=False):
+            running += n
+            cumulative.append((_fmt(bound), running))
+        running += counts[-1]
+        cumulative.append(("+Inf", running))
+        return HistogramMetricFamily(name, doc, buckets=cumulative, sum_value=self.sum)
+
+
+def _fmt(bound: float) -> str:
+    return repr(float(bound))
+
+
+class RunMetrics:
+    """The accumulators of one run and the collector that exposes them."""
+
+    def __init__(self) -> None:
+        self.negotiation_latency = Histogram(LATENCY_BUCKETS, keep_samples=True)
+        self.settlement_latency = Histogram(LATENCY_BUCKETS, keep_samples=True)
+        self.slot_duration = Histogram(LATENCY_BUCKETS)
+        self.rounds = Histogram(ROUND_BUCKETS)
+        self.outcomes: dict[str, int] = {}
+        self.messages: dict[str, int] = {}
+        self.rejected: dict[str, int] = {}
+        self.settlements: dict[str, int] = {}
+        self.fees_msat = 0
+        self.paid_msat = 0
+        self.agent_failures = 0
+        self.agents_alive = 0
+        self.in_flight = 0
+        self.slot = 0
+        self.rail = "none"
+        self.queue_depth: Callable[[], int] = lambda: 0
+        self.overflow: Callable[[], int] = lambda: 0
+        self.undeliverable: Callable[[], int] = lambda: 0
+
+    def count(self, table: dict[str, int], key: str, n: int = 1) -> None:
+        """Add ``n`` to one labelled counter."""
+        table[key] = table.get(key, 0) + n
+
+    def registry(self) -> CollectorRegistry:
+        """A fresh registry holding only this run's metrics."""
+        registry = CollectorRegistry(auto_describe=True)
+        registry.register(_Collector(self))
+        return registry
+
+
+def _counter(name: str, doc: str, label: str, table: dict[str, int]) -> CounterMetricFamily:
+    family = CounterMetricFamily(name, doc, labels=[label])
+    for key, value in sorted(dict(table).items()):
+        family.add_metric([key], value)
+    return family
+
+
+class _Collector:
+    def __init__(self, m: RunMetrics) -> None:
+        self._m = m
+
+    def collect(self) -> Iterator[Metric]:
+        m = self._m
+        yield m.negotiation_latency.family(
+            "negotiator_negotiation_latency_seconds",
+            "Time from the first offer (propose) to acceptance, per agreed negotiation.",
+        )
+        yield m.settlement_latency.family(
+            "negotiator_settlement_latency_seconds",
+            "Time from acceptance to a settled payment, per settled agreement.",
+        )
+        yield m.slot_duration.family(
+            "negotiator_slot_duration_seconds", "Wall time of one trading slot, open to close."
+        )
+        rounds = m.rounds.family(
+            "negotiator_negotiation_rounds", "Offers made in a negotiation, at its close."
+        )
+        yield rounds
+        yield _counter(
+            "negotiator_negotiations",
+            "Negotiations ended, by outcome (agreed, rejected, withdrawn, expired, skipped).",
+            "outcome",
+            m.outcomes,
+        )
+        yield _counter(
+            "negotiator_messages", "Messages routed between agents, by kind.", "kind", m.messages
+        )
+        yield _counter(
+            "negotiator_messages_rejected",
+            "Messages refused: undecodable bytes or protocol violations, by reason.",
+            "reason",
+            m.rejected,
+        )
+        settlements = CounterMetricFamily(
+            "negotiator_settlements",
+            "Agreements whose settlement ended, by outcome and rail.",
+            labels=["outcome", "rail"],
+        )
+        for key, value in sorted(dict(m.settlements).items()):
+            settlements.add_metric([key, m.rail], value)
+        yield settlements
+        yield CounterMetricFamily(
+            "negotiator_payment_fees_msat", "Routing fees paid, in millisatoshi.", value=m.fees_msat
+        )
+        yield CounterMetricFamily(
+            "negotiator_payments_msat", "Amounts paid to sellers, in millisatoshi.", value=m.paid_msat
+        )
+        yield CounterMetricFamily(
+            "negotiator_agent_failures", "Exceptions raised by agent handlers.", value=m.agent_failures
+        )
+        yield CounterMetricFamily(
+            "negotiator_inbox_overflow",
+            "Messages that found their inbox full (queued later, never dropped).",
+            value=m.overflow(),
+        )
+        yield CounterMetricFamily(
+            "negotiator_undeliverable",
+            "Messages addressed to nobody on the bus.",
+            value=m.undeliverable(),
+        )
+        yield GaugeMetricFamily(
+            "negotiator_agents_alive", "Agents running (not retired).", value=m.agents_alive
+        )
+        yield GaugeMetricFamily(
+            "negotiator_negotiations_in_flight", "Negotiations open right now.", value=m.in_flight
+        )
+        yield GaugeMetricFamily(
+            "negotiator_bus_queue_depth", "Messages waiting in inboxes.", value=m.queue_depth()
+        )
+        yield GaugeMetricFamily("negotiator_slot", "The current trading slot.", value=m.slot)
+
+
+class Exporter:
+    """The /metrics HTTP endpoint, bound to 127.0.0.1 unless told otherwise."""
+
+    def __init__(self, metrics: RunMetrics, port: int, host: str = "127.0.0.1") -> None:
+        self._server, self._thread = start_http_server(port, addr=host, registry=metrics.registry())
+        self.host = host
+        self.port = int(self._server.server_port)
+
+    @property
+    def url(self) -> str:
+        """Where to scrape."""
+        return f"http://{self.host}:{self.port}/metrics"
+
+    def close(self) -> None:
+        """Stop serving."""
+        self._server.shutdown()
+        self._server.server_close()
+        self._thread.join(timeout=5)

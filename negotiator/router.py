@@ -1,0 +1,305 @@
+"""The router: calls an agent's handler, isolates its failures, and routes the effects it returns.
+
+Both engines call :meth:`Router.handle` for every message; it is the whole per-message work of the
+runtime beyond the queue itself, so it is written for the hot path (bound methods, a dict of routes
+by effect type, no locks, no awaits). It also keeps the table of negotiations in flight: when each
+opened (for the propose-to-accept latency), when it must end (the wall-clock deadline), and who is
+in it (to close it on behalf of an agent that fails).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from typing import Any, Final
+
+import structlog
+
+from negotiator.actor import Agent, Pay, Skip
+from negotiator.bus import Bus
+from negotiator.errors import ProtocolViolation
+from negotiator.ledger import Agreement
+from negotiator.messages import (
+    SYSTEM,
+    Accept,
+    Counter,
+    InvoiceIssued,
+    Paid,
+    Propose,
+    Reject,
+    SettlementFailed,
+    Side,
+    Start,
+    Timeout,
+    Withdraw,
+    kind_of,
+)
+from negotiator.metrics import RunMetrics
+
+_log = structlog.get_logger(__name__)
+
+_LOG_FIRST: Final = 20
+"""Violations logged one by one per reason before logging only every 1,000th."""
+
+
+class Flight:
+    """One negotiation in flight, as the runtime sees it."""
+
+    __slots__ = (
+        "buyer",
+        "deadline",
+        "initiator",
+        "nid",
+        "opened",
+        "quantity",
+        "responder",
+        "seller",
+        "side",
+        "slot",
+    )
+
+    def __init__(
+        self,
+        nid: int,
+        slot: int,
+        initiator: int,
+        responder: int,
+        side: Side,
+        quantity: int,
+        deadline: float,
+    ) -> None:
+        self.nid = nid
+        self.side = side
+        self.quantity = quantity
+        self.slot = slot
+        self.initiator = initiator
+        self.responder = responder
+        self.buyer, self.seller = (
+            (initiator, responder) if side is Side.BUY else (responder, initiator)
+        )
+        self.deadline = deadline
+        self.opened = 0.0
+
+
+class Router:
+    """Per-message work shared by the engines."""
+
+    def __init__(
+        self,
+        bus: Bus,
+        metrics: RunMetrics,
+        *,
+        on_agreement: Callable[[Agreement, float], None],
+        on_pay: Callable[[Pay], None],
+        on_abandon: Callable[[int, str], None],
+        max_failures: int = 3,
+        clock: Callable[[], float] = time.perf_counter,
+    ) -> None:
+        self.bus = bus
+        self.metrics = metrics
+        self.clock = clock
+        self.flights: dict[int, Flight] = {}
+        self.retired: set[int] = set()
+        self.failures: dict[int, int] = {}
+        self.max_failures = max_failures
+        self.slot_trades: list[tuple[int, int]] = []
+        """(price, quantity) of the agreements of the current slot."""
+        self.on_end: Callable[[int], None] = lambda nid: None
+        self._on_agreement = on_agreement
+        self._on_pay = on_pay
+        self._on_abandon = on_abandon
+        self._violations: dict[str, int] = metrics.rejected
+        counts = metrics.messages
+        for kind in ("propose", "counter", "accept", "reject", "withdraw"):
+            counts.setdefault(kind, 0)
+        for kind in ("invoice", "paid", "settlement_failed", "start", "timeout"):
+            counts.setdefault(kind, 0)
+        self._routes: dict[type, Callable[[Any, float], None]] = {
+            Propose: self._route_propose,
+            Counter: self._plain("counter"),
+            Accept: self._route_accept,
+            Reject: self._route_closing("reject", "rejected"),
+            Withdraw: self._route_closing("withdraw", "withdrawn"),
+            InvoiceIssued: self._plain("invoice"),
+            Paid: self._plain("paid"),
+            SettlementFailed: self._plain("settlement_failed"),
+            Pay: lambda pay, now: self._on_pay(pay),
+            Skip: lambda skip, now: self.end(skip.nid, "skipped"),
+        }
+
+    # -- the hot path -------------------------------------------------------------------------
+
+    def handle(self, agent: Agent, message: Any) -> None:
+        """Deliver one message to one agent and route what it returns."""
+        if agent.address in self.retired:
+            self._to_retired(agent, message)
+            return
+        now = self.clock()
+        try:
+            effects = agent.handle(message, now)
+        except ProtocolViolation as exc:
+            self.violation(exc, agent.address)
+            return
+        except Exception as exc:
+            self._failed(agent, message, exc)
+            return
+        routes = self._routes
+        for effect in effects:
+            routes[type(effect)](effect, now)
+
+    def _plain(self, kind: str) -> Callable[[Any, float], None]:
+        counts = self.metrics.messages
+        send = self.bus.send_nowait
+
+        def route(message: Any, now: float) -> None:
+            counts[kind] += 1
+            send(message)
+
+        return route
+
+    def _route_propose(self, message: Propose, now: float) -> None:
+        self.metrics.messages["propose"] += 1
+        flight = self.flights.get(message.nid)
+        if flight is not None:
+            flight.opened = now
+        self.bus.send_nowait(message)
+
+    def _route_accept(self, message: Accept, now: float) -> None:
+        self.metrics.messages["accept"] += 1
+        self.bus.send_nowait(message)
+        flight = self.flights.get(message.nid)
+        if flight is None:  # already closed by the runtime (deadline); the peer will refuse it
+            return
+        metrics = self.metrics
+        metrics.negotiation_latency.observe(now - flight.opened)
+        metrics.rounds.observe(message.round)
+        terms = message.terms
+        self.slot_trades.append((terms.price, terms.quantity))
+        agreement = Agreement(
+            message.nid, flight.slot, flight.buyer, flight.seller, terms, message.seq
+        )
+        self.end(message.nid, "agreed")
+        self._on_agreement(agreement, now)
+
+    def _route_closing(self, kind: str, outcome: str) -> Callable[[Any, float], None]:
+        counts = self.metrics.messages
+        send = self.bus.send_nowait
+        rounds = self.metrics.rounds
+
+        def route(message: Any, now: float) -> None:
+            counts[kind] += 1
+            send(message)
+            if message.nid in self.flights:
+                rounds.observe(message.round)
+                self.end(message.nid, outcome)
+
+        return route
+
+    # -- negotiations in flight ---------------------------------------------------------------
+
+    def open(self, flight: Flight) -> None:
+        """Track a negotiation the runtime is about to start, and send Start to its initiator."""
+        self.flights[flight.nid] = flight
+        self.metrics.in_flight = len(self.flights)
+        self.metrics.messages["start"] += 1
+        f = flight
+        self.bus.send_nowait(
+            Start(f.nid, SYSTEM, f.initiator, 0, 0, f.responder, f.side, f.quantity, f.slot)
+        )
+
+    def end(self, nid: int, outcome: str) -> None:
+        """A negotiation is over (agreed, rejected, withdrawn, expired, skipped)."""
+        if self.flights.pop(nid, None) is None:
+            return
+        self.metrics.in_flight = len(self.flights)
+        table = self.metrics.outcomes
+        table[outcome] = table.get(outcome, 0) + 1
+        self.on_end(nid)
+
+    def expire(self, nid: int, reason: str = "expired") -> None:
+        """Close an open negotiation for the runtime (deadline, gate closure): Timeout to both."""
+        flight = self.flights.get(nid)
+        if flight is None:
+            return
+        self.end(nid, reason)
+        for party in (flight.initiator, flight.responder):
+            self.metrics.messages["timeout"] += 1
+            self.bus.send_nowait(Timeout(nid, SYSTEM, party, 0, 0))
+
+    def expire_due(self, now: float) -> int:
+        """Expire every flight whose deadline has passed; flights are in deadline order."""
+        due = []
+        for nid, flight in self.flights.items():
+            if flight.deadline > now:
+                break
+            due.append(nid)
+        for nid in due:
+            self.expire(nid)
+        return len(due)
+
+    # -- trouble ------------------------------------------------------------------------------
+
+    def violation(self, exc: ProtocolViolation, agent: int) -> None:
+        """Count and log a refused message; the agent and the run go on."""
+        reason = exc.violation.value
+        n = self._violations.get(reason, 0) + 1
+        self._violations[reason] = n
+        if n <= _LOG_FIRST or n % 1000 == 0:
+            _log.warning(
+                "protocol_violation",
+                nid=exc.nid,
+                agent=agent,
+                violation=reason,
+                detail=exc.detail,
+                seen=n,
+            )
+
+    def rejected_bytes(self, detail: str) -> None:
+        """Count and log bytes that did not decode into a message."""
+        n = self._violations.get("decode", 0) + 1
+        self._violations["decode"] = n
+        if n <= _LOG_FIRST or n % 1000 == 0:
+            _log.warning("undecodable_message", detail=detail[:200], seen=n)
+
+    def _failed(self, agent: Agent, message: Any, exc: Exception) -> None:
+        address = agent.address
+        self.metrics.agent_failures += 1
+        n = self.failures.get(address, 0) + 1
+        self.failures[address] = n
+        nid = getattr(message, "nid", -1)
+        _log.error(
+            "agent_failed",
+            agent=address,
+            nid=nid,
+            kind=kind_of(message),
+            failures=n,
+            exc_info=exc,
+        )
+        self._close_for(address, nid, "agent_failure")
+        if n >= self.max_failures:
+            self.retire(address)
+
+    def _close_for(self, address: int, nid: int, reason: str) -> None:
+        flight = self.flights.get(nid)
+        if flight is not None and address in (flight.initiator, flight.responder):
+            other = flight.responder if address == flight.initiator else flight.initiator
+            self.end(nid, "withdrawn")
+            self.metrics.messages["withdraw"] += 1
+            self.bus.send_nowait(Withdraw(nid, SYSTEM, other, 0, 0, reason))
+        else:
+            self._on_abandon(nid, reason)
+
+    def retire(self, address: int) -> None:
+        """Stop delivering to an agent and close every negotiation it is in."""
+        if address in self.retired:
+            return
+        self.retired.add(address)
+        self.metrics.agents_alive -= 1
+        _log.error("agent_retired", agent=address, failures=self.failures.get(address, 0))
+        for nid, flight in list(self.flights.items()):
+            if address in (flight.initiator, flight.responder):
+                self._close_for(address, nid, "agent_retired")
+
+    def _to_retired(self, agent: Agent, message: Any) -> None:
+        nid = getattr(message, "nid", -1)
+        self._close_for(agent.address, nid, "agent_retired")

@@ -1,0 +1,268 @@
+"""The settler: pays for agreements off the negotiation loop.
+
+For each agreement: journal it (``accepted``), have the seller's node issue an invoice, journal the
+payment hash (``settling``), deliver ``InvoiceIssued`` to the buyer, whose handler checks it and
+answers with a ``Pay`` effect; pay through the rail, journal the outcome (``settled`` with the
+preimage, or ``failed`` with a reason), and deliver ``Paid`` or ``SettlementFailed`` to both parties.
+
+Jobs are taken in batches, so the ledger sees one transaction per batch (SQLite in a worker thread,
+one call at a time) rather than one per agreement. ``workers`` batches proceed at once: one is
+fastest for an in-process rail that never suspends, more keep a slow rail (real Lightning) busy
+without ever making the negotiation loop wait on it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable
+from typing import Any
+
+import anyio
+import msgspec
+import structlog
+
+from negotiator.actor import Pay
+from negotiator.errors import SettlementError
+from negotiator.ledger import Agreement, Ledger
+from negotiator.messages import SYSTEM, Invoice, InvoiceIssued, Paid, SettlementFailed
+from negotiator.metrics import RunMetrics
+from negotiator.settlement import PaymentResult, Rail
+
+_log = structlog.get_logger(__name__)
+
+
+class _Pending:
+    __slots__ = ("accepted_at", "agreement", "invoice")
+
+    def __init__(self, agreement: Agreement, accepted_at: float) -> None:
+        self.agreement = agreement
+        self.accepted_at = accepted_at
+        self.invoice: Invoice | None = None
+
+
+class Settler:
+    """Settles agreements through a rail, journaling every step in the ledger."""
+
+    def __init__(
+        self,
+        rail: Rail,
+        ledger: Ledger,
+        metrics: RunMetrics,
+        deliver: Callable[[Any], None],
+        *,
+        batch: int = 512,
+        workers: int = 1,
+        timeout_s: float = 30.0,
+        clock: Callable[[], float] = time.perf_counter,
+    ) -> None:
+        if batch < 1 or workers < 1:
+            raise ValueError("batch and workers must be at least 1")
+        self.rail = rail
+        self.ledger = ledger
+        self.metrics = metrics
+        self.deliver = deliver
+        self.batch = batch
+        self.workers = workers
+        self.timeout_s = timeout_s
+        self.clock = clock
+        self._jobs: asyncio.Queue[Agreement | Pay | tuple[int, str]] = asyncio.Queue()
+        self._pending: dict[int, _Pending] = {}
+        self._busy = 0
+        self._idle = asyncio.Event()
+        self._idle.set()
+        self._db = anyio.CapacityLimiter(1)
+        metrics.rail = rail.name
+
+    # -- intake (synchronous: called from the router on the hot path) ---------------------------
+
+    def agree(self, agreement: Agreement, now: float) -> None:
+        """An agreement was reached: settle it."""
+        self._pending[agreement.nid] = _Pending(agreement, now)
+        self._submit(agreement)
+
+    def pay(self, pay: Pay) -> None:
+        """A buyer asks to pay an invoice it received."""
+        self._submit(pay)
+
+    def abandon(self, nid: int, reason: str) -> None:
+        """Fail a pending agreement whose party can no longer take part."""
+        if nid in self._pending:
+            self._submit((nid, reason))
+
+    def _submit(self, job: Agreement | Pay | tuple[int, str]) -> None:
+        self._idle.clear()
+        self._jobs.put_nowait(job)
+
+    @property
+    def pending(self) -> int:
+        """Agreements accepted but not yet settled or failed."""
+        return len(self._pending)
+
+    # -- running ------------------------------------------------------------------------------
+
+    async def run(self) -> None:
+        """Settle until cancelled."""
+        async with anyio.create_task_group() as tg:
+            for _ in range(self.workers):
+                tg.start_soon(self._work)
+
+    async def drain(self, timeout: float) -> bool:
+        """Wait until every agreement so far is settled or failed; expire stragglers at timeout."""
+        deadline = self.clock() + timeout
+        while self._pending or self._busy or not self._jobs.empty():
+            remaining = deadline - self.clock()
+            if remaining <= 0:
+                for nid in list(self._pending):
+                    self.abandon(nid, "settlement_timeout")
+                with anyio.move_on_after(5):
+                    await self._wait_idle()
+                return False
+            with anyio.move_on_after(min(remaining, 0.05)):
+                await self._wait_idle()
+            self._expire_stale()
+        return True
+
+    async def _wait_idle(self) -> None:
+        while self._pending or self._busy or not self._jobs.empty():
+            self._idle.clear()
+            await self._idle.wait()
+
+    def _expire_stale(self) -> None:
+        limit = self.clock() - self.timeout_s
+        for nid, pending in list(self._pending.items()):
+            if pending.accepted_at < limit:
+                self.abandon(nid, "settlement_timeout")
+
+    async def _work(self) -> None:
+        jobs = self._jobs
+        while True:
+            batch = [await jobs.get()]
+            while len(batch) < self.batch and not jobs.empty():
+                batch.append(jobs.get_nowait())
+            self._busy += 1
+            try:
+                await self._process(batch)
+            except Exception:
+                _log.exception("settlement_batch_failed", size=len(batch))
+                await self._fail(
+                    [(j.nid, "internal_error") for j in batch if not isinstance(j, tuple)]
+                )
+            finally:
+                self._busy -= 1
+                if not self._pending and not self._busy and jobs.empty():
+                    self._idle.set()
+
+    async def _process(self, batch: list[Agreement | Pay | tuple[int, str]]) -> None:
+        agreements = [j for j in batch if type(j) is Agreement]
+        pays = [j for j in batch if type(j) is Pay]
+        abandoned = [j for j in batch if type(j) is tuple]
+        if agreements:
+            await self._invoice(agreements)
+        if pays:
+            await self._pay(pays)
+        if abandoned:
+            await self._fail([(nid, reason) for nid, reason in abandoned if nid in self._pending])
+
+    async def _ledger(self, fn: Callable[..., Any], *args: Any) -> Any:
+        return await anyio.to_thread.run_sync(fn, *args, limiter=self._db)
+
+    async def _invoice(self, agreements: list[Agreement]) -> None:
+        issued: list[tuple[Agreement, Invoice]] = []
+        failed: list[tuple[Agreement, str]] = []
+        for a in agreements:
+            amount = a.amount_msat
+            if amount <= 0:
+                failed.append((a, "zero_amount"))
+                continue
+            try:
+                invoice = await self.rail.create_invoice(
+                    a.seller, amount, f"agreement-{a.nid}", f"{a.terms.resource} slot {a.slot}"
+                )
+            except SettlementError as exc:
+                failed.append((a, exc.reason))
+                continue
+            issued.append((a, invoice))
+        if issued:  # journaled with its payment hash before anyone can pay
+            await self._ledger(
+                self.ledger.record,
+                [a for a, _ in issued],
+                [invoice.payment_hash for _, invoice in issued],
+            )
+        for a, invoice in issued:
+            pending = self._pending.get(a.nid)
+            if pending is None:
+                continue
+            pending.invoice = invoice
+            self.metrics.messages["invoice"] += 1
+            self.deliver(InvoiceIssued(a.nid, a.seller, a.buyer, 0, a.accept_seq + 1, invoice))
+        if failed:
+            await self._ledger(self.ledger.record, [a for a, _ in failed])
+            await self._fail([(a.nid, reason) for a, reason in failed])
+
+    async def _pay(self, pays: list[Pay]) -> None:
+        done: list[tuple[_Pending, PaymentResult]] = []
+        failed: list[tuple[int, str]] = []
+        for pay in pays:
+            pending = self._pending.get(pay.nid)
+            if pending is None or pending.invoice is None:
+                self.metrics.count(self.metrics.rejected, "unexpected_pay")
+                continue
+            if pay.invoice != pending.invoice or pay.payer != pending.agreement.buyer:
+                failed.append((pay.nid, "invoice_mismatch"))
+                continue
+            try:
+                result = await self.rail.pay(pay.payer, pending.invoice)
+            except SettlementError as exc:
+                failed.append((pay.nid, exc.reason))
+                continue
+            done.append((pending, result))
+        if done:
+            await self._ledger(
+                self.ledger.mark_settled,
+                [(p.agreement.nid, r.payment_hash, r.preimage, r.fee_msat) for p, r in done],
+            )
+            now = self.clock()
+            metrics = self.metrics
+            for pending, result in done:
+                a = pending.agreement
+                del self._pending[a.nid]
+                metrics.settlement_latency.observe(now - pending.accepted_at)
+                metrics.count(metrics.settlements, "settled")
+                metrics.fees_msat += result.fee_msat
+                metrics.paid_msat += result.amount_msat
+                paid = Paid(
+                    a.nid,
+                    a.buyer,
+                    a.seller,
+                    0,
+                    a.accept_seq + 2,
+                    result.payment_hash,
+                    result.preimage,
+                    result.fee_msat,
+                )
+                metrics.messages["paid"] += 2
+                self.deliver(paid)
+                self.deliver(_to(paid, a.buyer))
+        if failed:
+            await self._fail(failed)
+
+    async def _fail(self, failed: list[tuple[int, str]]) -> None:
+        failed = [(nid, reason) for nid, reason in failed if nid in self._pending]
+        if not failed:
+            return
+        await self._ledger(self.ledger.mark_failed, failed)
+        for nid, reason in failed:
+            pending = self._pending.pop(nid)
+            a = pending.agreement
+            self.metrics.count(self.metrics.settlements, "failed")
+            _log.info("settlement_failed", nid=nid, reason=reason)
+            self.metrics.messages["settlement_failed"] += 2
+            message = SettlementFailed(nid, SYSTEM, a.seller, 0, 0, reason)
+            self.deliver(message)
+            self.deliver(_to(message, a.buyer))
+
+
+def _to(message: Any, receiver: int) -> Any:
+    """The same message addressed to another party (each side gets its own copy)."""
+    return msgspec.structs.replace(message, receiver=receiver)

@@ -1,0 +1,197 @@
+"""Composition root: assembles a simulated community run from its configuration.
+
+This is the one kernel module (with the CLI) that knows every package: it draws the community
+(market), builds the traders (agents), the rail (payments), the ledger, the mean-field service and
+the runtime, and turns the run into a summary.
+"""
+
+from __future__ import annotations
+
+import tempfile
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import msgspec
+import numpy as np
+from pydantic import BaseModel, ConfigDict, Field
+
+from agents import STRATEGIES, Trader, strategy
+from market import Community, CommunitySpec, MeanFieldService, TimeOfUseTariff, board_matcher
+from negotiator.bus import LocalBus
+from negotiator.ledger import Ledger
+from negotiator.metrics import Exporter, RunMetrics
+from negotiator.runtime import RunReport, Runtime, RuntimeConfig, SlotReport
+from payments import InProcessRail
+
+MEANFIELD = "meanfield"
+"""Bus address of the mean-field service."""
+
+
+class SimulationConfig(BaseModel):
+    """Everything that defines a simulated community run."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    agents: int = Field(1000, ge=2, description="number of prosumers and consumers")
+    slots: int = Field(24, ge=1, description="trading slots to run")
+    slots_per_day: int = Field(24, ge=1, description="slots in one day (24: hourly)")
+    seed: int = Field(0, ge=0, description="seed of every random choice in the run")
+    pv_share: float = Field(0.4, ge=0.0, le=1.0, description="share of agents with rooftop PV")
+    strategy: str = Field("mixed", description="boulware, linear, conceder or mixed")
+    max_rounds: int = Field(10, ge=1, description="offers per negotiation, at most")
+    max_partners: int = Field(2, ge=1, description="sellers each buyer negotiates with per slot")
+    ledger: str | None = Field(None, description="SQLite ledger path; a temp file when None")
+    runtime: RuntimeConfig = Field(default_factory=RuntimeConfig)
+
+    def model_post_init(self, context: Any) -> None:
+        """Reject unknown strategy names early, with the choices."""
+        if self.strategy != "mixed":
+            strategy(self.strategy)
+
+
+class Summary(msgspec.Struct, frozen=True):
+    """The run's report plus what the community gained from trading."""
+
+    run: RunReport
+    seed: int
+    strategy: str
+    grid_import_wh: int
+    grid_export_wh: int
+    bought_wh: int
+    community_cost_msat: int
+    """What the community paid for energy net of what it earned (grid and peers)."""
+    grid_only_cost_msat: int
+    """The same with no trading: every need imported, every surplus exported."""
+    savings: float
+    """Relative saving of trading over grid-only."""
+
+    def to_dict(self) -> dict[str, Any]:
+        """Flat JSON-ready summary (the run's fields at the top level)."""
+        out: dict[str, Any] = msgspec.to_builtins(self.run)
+        extra = msgspec.to_builtins(self)
+        del extra["run"]
+        out.update(extra)
+        return out
+
+
+@dataclass
+class Simulation:
+    """An assembled run: call :meth:`run` once."""
+
+    config: SimulationConfig
+    community: Community
+    tariff: TimeOfUseTariff
+    traders: list[Trader]
+    rail: InProcessRail
+    ledger: Ledger
+    service: MeanFieldService
+    runtime: Runtime
+
+    async def run(
+        self,
+        on_slot: Callable[[SlotReport], None] | None = None,
+        *,
+        handle_signals: bool = False,
+        metrics_port: int | None = None,
+        on_exporter: Callable[[Exporter], None] | None = None,
+    ) -> Summary:
+        """Run every slot, settle, and summarise."""
+        exporter = None
+        if metrics_port is not None:
+            exporter = Exporter(self.runtime.metrics, metrics_port)
+            if on_exporter is not None:
+                on_exporter(exporter)
+        try:
+            report = await self.runtime.run(
+                self.config.slots, on_slot=on_slot, handle_signals=handle_signals
+            )
+        finally:
+            if exporter is not None:
+                exporter.close()
+        return self._summary(report)
+
+    def _summary(self, report: RunReport) -> Summary:
+        traders = self.traders
+        cost = sum(t.cost_msat - t.revenue_msat for t in traders)
+        net = self.community.net_wh[:, : report.slots]
+        grid_only = 0
+        for slot in range(report.slots):
+            imp, exp = self.tariff(slot)
+            column = net[:, slot]
+            grid_only += int(column[column > 0].sum()) * imp // 1000
+            grid_only -= int(-column[column < 0].sum()) * exp // 1000
+        return Summary(
+            run=report,
+            seed=self.config.seed,
+            strategy=self.config.strategy,
+            grid_import_wh=sum(t.imported_wh for t in traders),
+            grid_export_wh=sum(t.exported_wh for t in traders),
+            bought_wh=sum(t.bought_wh for t in traders),
+            community_cost_msat=cost,
+            grid_only_cost_msat=grid_only,
+            savings=round(1 - cost / grid_only, 6) if grid_only > 0 else 0.0,
+        )
+
+    def close(self) -> None:
+        """Close the ledger."""
+        self.ledger.close()
+
+
+def build(config: SimulationConfig, *, metrics: RunMetrics | None = None) -> Simulation:
+    """Assemble a run: community, traders, rail, ledger, mean-field service, runtime."""
+    root = np.random.default_rng(config.seed)
+    community_rng, strategy_rng, match_rng = root.spawn(3)
+    spec = CommunitySpec(
+        agents=config.agents,
+        slots=config.slots,
+        slots_per_day=config.slots_per_day,
+        pv_share=config.pv_share,
+    )
+    community = Community.generate(spec, community_rng)
+    tariff = TimeOfUseTariff(slots_per_day=config.slots_per_day)
+    names = sorted(STRATEGIES)
+    deadline_s = config.runtime.deadline_ms / 1000.0
+    traders = []
+    for i in range(config.agents):
+        name = config.strategy
+        if name == "mixed":
+            name = names[int(strategy_rng.integers(len(names)))]
+        traders.append(
+            Trader(
+                i,
+                community.agent_types[i],
+                _row(community.net_wh[i]),
+                tariff,
+                strategy(name),
+                max_rounds=config.max_rounds,
+                deadline_s=deadline_s,
+            )
+        )
+    # Fund every account for its whole need at the peak price, with room to spare.
+    need_wh = np.clip(community.net_wh, 0, None).sum(axis=1)
+    funding = need_wh * tariff.peak // 1000 * 2 + 1_000_000
+    rail = InProcessRail({i: int(f) for i, f in enumerate(funding)}, seed=config.seed)
+    path = config.ledger or str(Path(tempfile.mkdtemp(prefix="negotiator-")) / "ledger.sqlite")
+    ledger = Ledger(path)
+    bus = LocalBus(config.runtime.inbox_size)
+    service = MeanFieldService()
+    bus.serve(MEANFIELD, service.handle)
+    runtime = Runtime(
+        traders,
+        rail=rail,
+        ledger=ledger,
+        matcher=board_matcher(config.max_partners),
+        rng=match_rng,
+        config=config.runtime,
+        bus=bus,
+        metrics=metrics,
+        population=MEANFIELD,
+    )
+    return Simulation(config, community, tariff, traders, rail, ledger, service, runtime)
+
+
+def _row(values: np.ndarray) -> Callable[[int], int]:
+    row = values.tolist()
+    return row.__getitem__
