@@ -21,6 +21,7 @@ from agents.strategies import TimeDependent
 from negotiator.actor import Effect, Pay, Position, Skip
 from negotiator.errors import ProtocolViolation, Violation
 from negotiator.messages import (
+    SYSTEM,
     Accept,
     AnyMessage,
     Counter,
@@ -60,6 +61,7 @@ class Trader:
     __slots__ = (
         "_aspiration",
         "_available",
+        "_closed_nids",
         "_deadline_s",
         "_max_rounds",
         "_negs",
@@ -103,6 +105,7 @@ class Trader:
         self._max_rounds = max_rounds
         self._deadline_s = deadline_s
         self._negs: dict[int, _Neg] = {}
+        self._closed_nids: set[int] = set()
         self._slot = -1
         self._side = Side.BUY
         self._available = 0
@@ -117,6 +120,7 @@ class Trader:
         """Read the net need and the tariff, set reservation and aspiration prices."""
         net = self._net(slot)
         self._slot = slot
+        self._closed_nids.clear()
         self._available = abs(net)
         if net == 0:
             return None
@@ -159,6 +163,10 @@ class Trader:
         return _DISPATCH[type(message)](self, message, now)
 
     def _on_start(self, msg: Start, now: float) -> Sequence[Effect]:
+        if msg.sender != SYSTEM or msg.receiver != self.address:
+            raise ProtocolViolation(Violation.WRONG_PARTY, msg.nid, "only the runtime starts")
+        if msg.nid in self._negs or msg.nid in self._closed_nids:
+            raise ProtocolViolation(Violation.REPLAY, msg.nid, "negotiation seen before")
         q = min(self._available, msg.quantity)
         if q <= 0 or msg.slot != self._slot or msg.side is not self._side:
             return (Skip(msg.nid, self.address),)
@@ -176,8 +184,8 @@ class Trader:
         nid = msg.nid
         if msg.receiver != self.address:
             raise ProtocolViolation(Violation.WRONG_PARTY, nid, f"addressed to {msg.receiver}")
-        if nid in self._negs:
-            raise ProtocolViolation(Violation.REPLAY, nid, "negotiation already open")
+        if nid in self._negs or nid in self._closed_nids:
+            raise ProtocolViolation(Violation.REPLAY, nid, "negotiation seen before")
         state, _ = start(msg, now, max_rounds=self._max_rounds, deadline=now + self._deadline_s)
         terms = msg.terms
         q = min(self._available, terms.quantity)
@@ -189,6 +197,7 @@ class Trader:
         if not compatible or q <= 0:
             reject = Reject(nid, self.address, msg.sender, 1, msg.seq + 1, "no_interest")
             transition(state, reject, now)  # our own move is checked like any other
+            self._closed_nids.add(nid)
             return (reject,)
         self._available -= q
         neg = _Neg(state, q)
@@ -255,6 +264,7 @@ class Trader:
         else:
             self.revenue_msat += amount
         del self._negs[msg.nid]
+        self._closed_nids.add(msg.nid)
         return ()
 
     def _on_failed(self, msg: SettlementFailed, now: float) -> Sequence[Effect]:
@@ -271,6 +281,7 @@ class Trader:
             self.exported_wh += q
             self.revenue_msat += q * self._tariff(slot)[1] // 1000
         del self._negs[msg.nid]
+        self._closed_nids.add(msg.nid)
         return ()
 
     # -- bookkeeping --------------------------------------------------------------------------
@@ -295,6 +306,7 @@ class Trader:
 
     def _release(self, nid: int) -> None:
         neg = self._negs.pop(nid)
+        self._closed_nids.add(nid)
         self._available += neg.reserved
 
     @property

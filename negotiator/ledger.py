@@ -151,9 +151,10 @@ class Ledger:
         ]
         try:
             return self._write(
-                "INSERT OR IGNORE INTO agreements (nid, slot, buyer, seller, resource, quantity,"
+                "INSERT INTO agreements (nid, slot, buyer, seller, resource, quantity,"
                 " price, window_start, window_end, amount_msat, payment_hash, created_at,"
-                f" updated_at, state) SELECT *, '{state}' FROM (VALUES {{values}})",
+                f" updated_at, state) SELECT *, '{state}' FROM (VALUES {{values}}) WHERE true"
+                " ON CONFLICT (nid) DO NOTHING",
                 13,
                 rows,
             )

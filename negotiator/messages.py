@@ -19,9 +19,12 @@ import msgspec
 
 from negotiator.errors import MessageDecodeError
 
-NonNeg = Annotated[int, msgspec.Meta(ge=0)]
-Positive = Annotated[int, msgspec.Meta(gt=0)]
-Address = Annotated[int, msgspec.Meta(ge=-1)]
+INT64_MAX: Final = 2**63 - 1
+"""Every integer fits a signed 64-bit column (SQLite INTEGER, msgpack int)."""
+NonNeg = Annotated[int, msgspec.Meta(ge=0, le=INT64_MAX)]
+Positive = Annotated[int, msgspec.Meta(gt=0, le=INT64_MAX)]
+Signed = Annotated[int, msgspec.Meta(ge=-INT64_MAX, le=INT64_MAX)]
+Address = Annotated[int, msgspec.Meta(ge=-1, le=INT64_MAX)]
 """An agent's address on the bus: a non-negative integer; :data:`SYSTEM` for the runtime itself."""
 HexHash = Annotated[str, msgspec.Meta(pattern="^[0-9a-f]{64}$")]
 
@@ -146,7 +149,7 @@ class PopulationReport(msgspec.Struct, frozen=True, gc=False, tag_field="kind", 
     slot: NonNeg
     type_names: list[str]
     types: list[NonNeg]
-    net: list[int]
+    net: list[Signed]
     reservation: list[NonNeg]
 
 

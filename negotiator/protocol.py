@@ -28,12 +28,13 @@ Rules:
   deadline or the slot's gate closure passed), ``Withdraw`` withdraws it for a failed agent, and
   ``SettlementFailed`` fails an agreement whose payment failed. Sequence numbers do not apply.
 * Settlement: the seller issues an invoice for exactly the agreed amount; the buyer's Paid must carry
-  that payment hash. Either side may report the settlement failed.
+  that payment hash and a preimage that hashes to it. Either side may report the settlement failed.
 """
 
 from __future__ import annotations
 
 import enum
+import hashlib
 import math
 from typing import Final
 
@@ -292,6 +293,8 @@ def _settlement_transition(state: NegotiationState, message: AnyMessage, kind: t
             raise ProtocolViolation(Violation.WRONG_PARTY, nid, "only the buyer pays")
         if state.payment_hash and message.payment_hash != state.payment_hash:
             raise ProtocolViolation(Violation.TERMS_MISMATCH, nid, "paid another payment hash")
+        if hashlib.sha256(bytes.fromhex(message.preimage)).hexdigest() != message.payment_hash:
+            raise ProtocolViolation(Violation.TERMS_MISMATCH, nid, "preimage does not match")
         new = _replace(
             state, phase=Phase.SETTLED, seq=message.seq, payment_hash=message.payment_hash
         )
