@@ -36,7 +36,7 @@ def configure(level: str = "warning", json: bool | None = None, stream: Any = No
             logging.getLevelNamesMapping()[level.upper()]
         ),
         logger_factory=structlog.PrintLoggerFactory(out),
-        cache_logger_on_first_use=True,
+        cache_logger_on_first_use=False,  # logging is off the hot path; tests can capture
     )
     _configured = True
 

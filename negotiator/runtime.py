@@ -229,8 +229,15 @@ class Runtime:
                     on_slot(report)
             with anyio.CancelScope(shield=True):
                 await self.settler.drain(self.config.settle_timeout_s)
+                await self._quiesce(self.config.grace_s)
             tg.cancel_scope.cancel()
         return self._report(self.clock() - started)
+
+    async def _quiesce(self, timeout: float) -> None:
+        """Let the engines deliver what is still queued (the last Paid messages, say)."""
+        with anyio.move_on_after(timeout):
+            while self.bus.queue_depth():
+                await anyio.sleep(0.001)
 
     async def _signals(self, scope: anyio.CancelScope) -> None:
         with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import importlib.util
+import os
+from collections.abc import Iterator
 
 import pytest
 
@@ -20,5 +22,8 @@ def anyio_backend(request: pytest.FixtureRequest) -> tuple[str, dict[str, bool]]
 
 
 @pytest.fixture(autouse=True, scope="session")
-def _quiet_logs() -> None:
-    log.configure("error", json=True)
+def _quiet_logs() -> Iterator[None]:
+    """Warnings are produced (tests capture them) but written nowhere."""
+    with open(os.devnull, "w") as sink:
+        log.configure("warning", json=True, stream=sink)
+        yield

@@ -1,0 +1,229 @@
+"""The runtime end to end: determinism, bad input, failing agents, deadlines, metrics, shutdown."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import urllib.request
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import msgspec
+import pytest
+import structlog
+from prometheus_client.parser import text_string_to_metric_families
+
+from agents import Trader
+from negotiator.actor import Effect
+from negotiator.messages import Counter, Propose, encode
+from negotiator.metrics import Exporter
+from negotiator.runtime import RuntimeConfig, SlotReport
+from negotiator.simulation import Simulation, SimulationConfig, build
+
+pytestmark = pytest.mark.anyio
+
+ENGINES = ["task", "shard"]
+
+
+def config(tmp_path: Path, **runtime: Any) -> SimulationConfig:
+    """200 agents from midnight to 14:00: night slots with no sellers, day slots with many."""
+    settings = {"engine": "task", **runtime}
+    return SimulationConfig(
+        agents=200,
+        slots=14,
+        seed=3,
+        ledger=str(tmp_path / f"ledger-{len(list(tmp_path.iterdir()))}.sqlite"),
+        runtime=RuntimeConfig(**settings),
+    )
+
+
+@pytest.mark.parametrize("engine", ENGINES)
+async def test_same_seed_same_ledger_digest(tmp_path: Path, engine: str) -> None:
+    digests = []
+    for seed in (3, 3, 4):
+        sim = build(config(tmp_path, engine=engine).model_copy(update={"seed": seed}))
+        summary = await sim.run()
+        sim.close()
+        assert summary.run.settled == summary.run.agreements > 100
+        digests.append(summary.run.ledger_digest)
+    assert digests[0] == digests[1] != digests[2]
+
+
+@pytest.mark.parametrize("engine", ENGINES)
+async def test_every_agreement_is_settled_and_paid_exactly(tmp_path: Path, engine: str) -> None:
+    sim = build(config(tmp_path, engine=engine))
+    total_before = sim.rail.total_msat
+    summary = await sim.run()
+    run = summary.run
+    assert run.negotiations == sum(run.outcomes.values())
+    assert run.settled == run.agreements and run.failed_settlements == 0
+    assert sim.rail.total_msat == total_before  # money is conserved
+    assert run.paid_msat == sum(t.revenue_msat for t in sim.traders) - sum(
+        t.exported_wh * sim.tariff.export // 1000 for t in sim.traders
+    )
+    assert all(t.open_negotiations == 0 for t in sim.traders)
+    assert summary.bought_wh == run.traded_wh > 0
+    sim.close()
+
+
+@pytest.mark.parametrize("engine", ENGINES)
+async def test_bad_input_is_refused_counted_logged_and_the_run_goes_on(
+    tmp_path: Path, engine: str
+) -> None:
+    sim = build(config(tmp_path, engine=engine))
+    runtime = sim.runtime
+    seen: list[Any] = []
+    send = runtime.bus.send_nowait
+
+    def recording(message: Any) -> bool:
+        if isinstance(message, (Propose, Counter)) and len(seen) < 50:
+            seen.append(message)
+        return send(message)
+
+    runtime.bus.send_nowait = recording  # type: ignore[method-assign]
+    runtime.router.bus = runtime.bus
+    injected = 0
+
+    def inject(report: SlotReport) -> None:
+        nonlocal injected
+        garbage = [
+            b"\x00garbage",
+            encode({"kind": "propose", "nid": "x"}),  # wrong types
+            encode({"kind": "haggle", "nid": 1, "sender": 1, "receiver": 2}),  # unknown kind
+        ]
+        for raw in garbage:
+            assert not runtime.receive_bytes(raw)
+        for message in seen:  # replays, and (on the next slot) out-of-date moves
+            runtime.receive_bytes(encode(message))
+            out_of_turn = msgspec.structs.replace(message, seq=message.seq + 100)
+            runtime.receive_bytes(encode(out_of_turn))
+        injected += 1
+
+    with structlog.testing.capture_logs() as logs:
+        summary = await sim.run(on_slot=inject)
+    sim.close()
+    rejected = summary.run.rejected_messages
+    assert injected == 14
+    assert rejected["decode"] == 3 * 14
+    assert sum(v for k, v in rejected.items() if k != "decode") >= 50
+    assert summary.run.settled == summary.run.agreements > 100
+    violations = [e for e in logs if e["event"] == "protocol_violation"]
+    assert violations and all("nid" in e and "violation" in e for e in violations)
+    assert any(e["event"] == "undecodable_message" for e in logs)
+
+
+class Faulty(Trader):
+    """Raises on every counter-offer it receives."""
+
+    __slots__ = ()
+
+    def handle(self, message: Any, now: float) -> Sequence[Effect]:
+        if isinstance(message, Counter):
+            raise RuntimeError("strategy bug")
+        return super().handle(message, now)
+
+
+class Silent(Trader):
+    """Never answers a proposal."""
+
+    __slots__ = ()
+
+    def handle(self, message: Any, now: float) -> Sequence[Effect]:
+        if isinstance(message, Propose):
+            return ()
+        return super().handle(message, now)
+
+
+def _swap(sim: Simulation, cls: type[Trader], every: int) -> set[int]:
+    swapped = set()
+    for i, t in enumerate(sim.traders):
+        if i % every == 0:
+            t.__class__ = cls
+            swapped.add(t.address)
+    return swapped
+
+
+@pytest.mark.parametrize("engine", ENGINES)
+async def test_a_failing_agent_is_isolated_then_retired(tmp_path: Path, engine: str) -> None:
+    sim = build(config(tmp_path, engine=engine))
+    faulty = _swap(sim, Faulty, 10)
+    summary = await sim.run()
+    sim.close()
+    run = summary.run
+    assert run.agent_failures > 0
+    assert sim.runtime.router.retired and sim.runtime.router.retired <= faulty
+    assert sim.runtime.metrics.agents_alive == 200 - len(sim.runtime.router.retired)
+    assert run.negotiations == sum(run.outcomes.values())
+    assert run.outcomes["withdrawn"] > 0 and run.settled > 50
+    # An agreement whose buyer was retired before paying fails, with the reason journaled.
+    assert run.settled + run.failed_settlements == run.agreements
+    assert set(run.failure_reasons) <= {"agent_retired", "agent_failure"}
+
+
+@pytest.mark.parametrize("engine", ENGINES)
+async def test_negotiations_with_a_silent_agent_expire(tmp_path: Path, engine: str) -> None:
+    sim = build(config(tmp_path, engine=engine, deadline_ms=50))
+    _swap(sim, Silent, 7)
+    summary = await sim.run()
+    sim.close()
+    assert summary.run.outcomes["expired"] > 0
+    assert summary.run.negotiations == sum(summary.run.outcomes.values())
+    assert summary.run.settled == summary.run.agreements > 50
+
+
+async def test_the_metrics_endpoint_serves_a_populated_latency_histogram(tmp_path: Path) -> None:
+    sim = build(config(tmp_path))
+    scraped: list[str] = []
+    urls: list[str] = []
+
+    def on_exporter(exporter: Exporter) -> None:
+        assert exporter.host == "127.0.0.1"
+        urls.append(exporter.url)
+
+    def scrape(report: SlotReport) -> None:
+        if report.slot == 12:  # mid-run, after the morning's trades
+            with urllib.request.urlopen(urls[0], timeout=5) as response:
+                scraped.append(response.read().decode())
+
+    summary = await sim.run(scrape, metrics_port=0, on_exporter=on_exporter)
+    sim.close()
+    families = {f.name: f for f in text_string_to_metric_families(scraped[0])}
+    latency = families["negotiator_negotiation_latency_seconds"]
+    count = next(s.value for s in latency.samples if s.name.endswith("_count"))
+    assert 0 < count <= summary.run.agreements
+    inf = next(s.value for s in latency.samples if s.labels.get("le") == "+Inf")
+    assert inf == count
+    agreed = families["negotiator_negotiations"]
+    assert any(s.labels.get("outcome") == "agreed" and s.value > 0 for s in agreed.samples)
+    assert "negotiator_messages" in families and "negotiator_agents_alive" in families
+
+
+def test_sigint_stops_cleanly_with_a_consistent_ledger(tmp_path: Path) -> None:
+    out = tmp_path / "summary.json"
+    cmd = [
+        sys.executable, "-m", "negotiator", "simulate", "--agents", "3000", "--slots", "240",
+        "--engine", "task", "--quiet", "--json", str(out), "--ledger", str(tmp_path / "l.sqlite"),
+    ]  # fmt: skip
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        deadline = 60.0
+        import time
+
+        start = time.monotonic()
+        while not (tmp_path / "l.sqlite-wal").exists() and time.monotonic() - start < deadline:
+            time.sleep(0.1)  # the first agreements are being journaled: the run is under way
+        time.sleep(1.0)
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            os.kill(proc.pid, signal.SIGKILL)
+    assert proc.returncode == 130, err.decode()[-2000:]
+    data = json.loads(out.read_text())
+    assert data["interrupted"] is True
+    assert 0 < data["slots"] < 240
+    assert data["settled"] + data["failed_settlements"] == data["agreements"]
