@@ -37,7 +37,7 @@ class TimeDependent:
     def alpha(self, t: float) -> float:
         """Concession fraction at normalised time ``t`` (clamped to [0, 1])."""
         t = min(max(t, 0.0), 1.0)
-        return self.k + (1.0 - self.k) * t ** (1.0 / self.beta)
+        return self.k + (1.0 - self.k) * float(t ** (1.0 / self.beta))
 
     def offer(self, t: float, aspiration: int, reservation: int) -> int:
         """The price to offer at time ``t``, rounded toward the aspiration side."""

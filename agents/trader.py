@@ -173,9 +173,7 @@ class Trader:
         price = self.strategy.offer(0.0, self._aspiration, self._reservation)
         terms = Terms(self.resource, q, price, msg.slot, msg.slot + 1)
         propose = Propose(msg.nid, self.address, msg.counterparty, 1, 1, self._side, terms)
-        state, _ = start(
-            propose, now, max_rounds=self._max_rounds, deadline=now + self._deadline_s
-        )
+        state, _ = start(propose, now, max_rounds=self._max_rounds, deadline=now + self._deadline_s)
         self._available -= q
         self._negs[msg.nid] = _Neg(state, q)
         return (propose,)

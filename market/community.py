@@ -71,7 +71,7 @@ class Community:
         shape = _load_shape((np.arange(per_day) + 0.5) * slot_h)
         daily_wh = rng.lognormal(np.log(spec.annual_kwh * 1000 / 365), spec.load_sigma, n)
         load = (daily_wh[:, None] * _load_shape(hours)[None, :]) / shape.sum()
-        load *= rng.lognormal(-spec.noise_sigma**2 / 2, spec.noise_sigma, (n, s))
+        load *= rng.lognormal(-(spec.noise_sigma**2) / 2, spec.noise_sigma, (n, s))
         prosumer = rng.random(n) < spec.pv_share
         kwp = np.where(prosumer, rng.uniform(*spec.pv_kwp, n), 0.0)
         days = s // per_day + 1

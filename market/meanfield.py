@@ -148,4 +148,4 @@ class MeanFieldService:
             minimum=int(p.min()),
             maximum=int(p.max()),
         )
-        return stats, int(round(vwap))
+        return stats, round(vwap)

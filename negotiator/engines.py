@@ -68,7 +68,12 @@ class ShardEngine:
     name = "shard"
 
     def __init__(
-        self, bus: LocalBus, router: Router, shards: int = 1, inbox_size: int = 1024, batch: int = 512
+        self,
+        bus: LocalBus,
+        router: Router,
+        shards: int = 1,
+        inbox_size: int = 1024,
+        batch: int = 512,
     ) -> None:
         if shards < 1:
             raise ValueError("shards must be at least 1")

@@ -159,7 +159,9 @@ class Ledger:
                 rows,
             )
         except sqlite3.IntegrityError as exc:
-            raise LedgerError(f"payment hash already journaled for another agreement: {exc}") from exc
+            raise LedgerError(
+                f"payment hash already journaled for another agreement: {exc}"
+            ) from exc
 
     def mark_settling(self, items: Sequence[tuple[int, str]]) -> int:
         """``(nid, payment_hash)``: an invoice exists; a hash can belong to one agreement only."""
@@ -172,7 +174,9 @@ class Ledger:
                 list(items),
             )
         except sqlite3.IntegrityError as exc:
-            raise LedgerError(f"payment hash already journaled for another agreement: {exc}") from exc
+            raise LedgerError(
+                f"payment hash already journaled for another agreement: {exc}"
+            ) from exc
 
     def mark_settled(self, items: Sequence[tuple[int, str, str, int]]) -> int:
         """``(nid, payment_hash, preimage, fee_msat)``: paid; the preimage must match the hash."""

@@ -177,9 +177,9 @@ OFFERS: Final = (Propose, Counter)
 """Message types that put terms on the table."""
 
 _encoder = msgspec.msgpack.Encoder()
-_decoder = msgspec.msgpack.Decoder(WireMessage)  # type: ignore[arg-type]
+_decoder = msgspec.msgpack.Decoder(WireMessage)
 _json_encoder = msgspec.json.Encoder()
-_json_decoder = msgspec.json.Decoder(WireMessage)  # type: ignore[arg-type]
+_json_decoder = msgspec.json.Decoder(WireMessage)
 
 
 def encode(message: msgspec.Struct) -> bytes:

@@ -183,10 +183,14 @@ class _Collector:
             "negotiator_payment_fees_msat", "Routing fees paid, in millisatoshi.", value=m.fees_msat
         )
         yield CounterMetricFamily(
-            "negotiator_payments_msat", "Amounts paid to sellers, in millisatoshi.", value=m.paid_msat
+            "negotiator_payments_msat",
+            "Amounts paid to sellers, in millisatoshi.",
+            value=m.paid_msat,
         )
         yield CounterMetricFamily(
-            "negotiator_agent_failures", "Exceptions raised by agent handlers.", value=m.agent_failures
+            "negotiator_agent_failures",
+            "Exceptions raised by agent handlers.",
+            value=m.agent_failures,
         )
         yield CounterMetricFamily(
             "negotiator_inbox_overflow",

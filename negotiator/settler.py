@@ -49,7 +49,7 @@ class Settler:
         rail: Rail,
         ledger: Ledger,
         metrics: RunMetrics,
-        deliver: Callable[[Any], None],
+        deliver: Callable[[Any], object],
         *,
         batch: int = 512,
         workers: int = 1,

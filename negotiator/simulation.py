@@ -193,5 +193,5 @@ def build(config: SimulationConfig, *, metrics: RunMetrics | None = None) -> Sim
 
 
 def _row(values: np.ndarray) -> Callable[[int], int]:
-    row = values.tolist()
+    row: list[int] = values.tolist()
     return row.__getitem__

@@ -29,7 +29,7 @@ def ledger(tmp_path: Path) -> Ledger:
 def test_the_full_lifecycle_and_its_counts(ledger: Ledger) -> None:
     ledger.record([agreement(1), agreement(2), agreement(3)])
     p1, h1 = pre(1)
-    p2, h2 = pre(2)
+    _, h2 = pre(2)
     assert ledger.mark_settling([(1, h1), (2, h2)]) == 2
     assert ledger.mark_settled([(1, h1, p1, 5)]) == 1
     assert ledger.mark_failed([(2, "no_route")]) == 1

@@ -217,25 +217,84 @@ ILLEGAL = [
     ("zero quantity", opened, Counter(NID, S, B, 2, 2, terms(1, 0)), Violation.BAD_TERMS),
     ("second propose", opened, Propose(NID, S, B, 2, 2, Side.SELL, T), Violation.ILLEGAL_IN_PHASE),
     ("party sends timeout", opened, Timeout(NID, S, B, 1, 2), Violation.ILLEGAL_IN_PHASE),
-    ("start mid-way", opened, Start(NID, S, B, 1, 2, B, Side.SELL, 1, 5), Violation.ILLEGAL_IN_PHASE),
-    ("invoice while open", opened, InvoiceIssued(NID, S, B, 1, 2, invoice()), Violation.ILLEGAL_IN_PHASE),
+    (
+        "start mid-way",
+        opened,
+        Start(NID, S, B, 1, 2, B, Side.SELL, 1, 5),
+        Violation.ILLEGAL_IN_PHASE,
+    ),
+    (
+        "invoice while open",
+        opened,
+        InvoiceIssued(NID, S, B, 1, 2, invoice()),
+        Violation.ILLEGAL_IN_PHASE,
+    ),
     ("paid while open", opened, Paid(NID, B, S, 1, 2, HASH, PREIMAGE), Violation.ILLEGAL_IN_PHASE),
     ("counter after accept", accepted, Counter(NID, S, B, 3, 9, T), Violation.ILLEGAL_IN_PHASE),
     ("accept twice", accepted, Accept(NID, S, B, 2, 9, terms(250_000)), Violation.ILLEGAL_IN_PHASE),
-    ("system timeout after accept", accepted, Timeout(NID, SYSTEM, B, 0, 0), Violation.ILLEGAL_IN_PHASE),
-    ("invoice by the buyer", accepted, InvoiceIssued(NID, B, S, 0, 4, invoice()), Violation.WRONG_PARTY),
-    ("invoice for another payee", accepted, InvoiceIssued(NID, S, B, 0, 4, invoice(payee=X)), Violation.WRONG_PARTY),
-    ("invoice to the seller", accepted, InvoiceIssued(NID, S, S, 0, 4, invoice()), Violation.WRONG_PARTY),
-    ("invoice wrong amount", accepted, InvoiceIssued(NID, S, B, 0, 4, invoice(1)), Violation.TERMS_MISMATCH),
-    ("second invoice", settling, InvoiceIssued(NID, S, B, 0, 5, invoice()), Violation.ILLEGAL_IN_PHASE),
+    (
+        "system timeout after accept",
+        accepted,
+        Timeout(NID, SYSTEM, B, 0, 0),
+        Violation.ILLEGAL_IN_PHASE,
+    ),
+    (
+        "invoice by the buyer",
+        accepted,
+        InvoiceIssued(NID, B, S, 0, 4, invoice()),
+        Violation.WRONG_PARTY,
+    ),
+    (
+        "invoice for another payee",
+        accepted,
+        InvoiceIssued(NID, S, B, 0, 4, invoice(payee=X)),
+        Violation.WRONG_PARTY,
+    ),
+    (
+        "invoice to the seller",
+        accepted,
+        InvoiceIssued(NID, S, S, 0, 4, invoice()),
+        Violation.WRONG_PARTY,
+    ),
+    (
+        "invoice wrong amount",
+        accepted,
+        InvoiceIssued(NID, S, B, 0, 4, invoice(1)),
+        Violation.TERMS_MISMATCH,
+    ),
+    (
+        "second invoice",
+        settling,
+        InvoiceIssued(NID, S, B, 0, 5, invoice()),
+        Violation.ILLEGAL_IN_PHASE,
+    ),
     ("paid by the seller", settling, Paid(NID, S, B, 0, 5, HASH, PREIMAGE), Violation.WRONG_PARTY),
-    ("paid another hash", settling, Paid(NID, B, S, 0, 5, "ab" * 32, PREIMAGE), Violation.TERMS_MISMATCH),
-    ("paid with a false preimage", accepted, Paid(NID, B, S, 0, 5, HASH, "22" * 32), Violation.TERMS_MISMATCH),
-    ("settlement to outsider", settling, SettlementFailed(NID, B, X, 0, 5, "x"), Violation.WRONG_PARTY),
+    (
+        "paid another hash",
+        settling,
+        Paid(NID, B, S, 0, 5, "ab" * 32, PREIMAGE),
+        Violation.TERMS_MISMATCH,
+    ),
+    (
+        "paid with a false preimage",
+        accepted,
+        Paid(NID, B, S, 0, 5, HASH, "22" * 32),
+        Violation.TERMS_MISMATCH,
+    ),
+    (
+        "settlement to outsider",
+        settling,
+        SettlementFailed(NID, B, X, 0, 5, "x"),
+        Violation.WRONG_PARTY,
+    ),
 ] + [
     (f"anything when {phase.name.lower()}", _closed(phase), msg, Violation.CLOSED)
     for phase in sorted(TERMINAL)
-    for msg in (Counter(NID, S, B, 9, 99, T), Withdraw(NID, B, S, 0, 99), Timeout(NID, SYSTEM, B, 0, 0))
+    for msg in (
+        Counter(NID, S, B, 9, 99, T),
+        Withdraw(NID, B, S, 0, 99),
+        Timeout(NID, SYSTEM, B, 0, 0),
+    )
 ]
 
 
@@ -388,5 +447,7 @@ class ProtocolMachine(RuleBasedStateMachine):
             assert s.payment_hash == HASH
 
 
-ProtocolMachine.TestCase.settings = settings(max_examples=200, stateful_step_count=30, deadline=None)
+ProtocolMachine.TestCase.settings = settings(
+    max_examples=200, stateful_step_count=30, deadline=None
+)
 TestProtocolMachine = ProtocolMachine.TestCase

@@ -1,0 +1,148 @@
+"""The trader, driven by hand: a full negotiation, several at once, replays refused."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import pytest
+
+from agents import Trader, boulware, conceder, linear
+from negotiator.actor import Pay, Skip
+from negotiator.errors import ProtocolViolation, Violation
+from negotiator.messages import (
+    SYSTEM,
+    Accept,
+    Counter,
+    InvoiceIssued,
+    Paid,
+    Propose,
+    Reject,
+    Side,
+    Start,
+    Timeout,
+)
+from payments import InProcessRail
+
+TARIFF = (280_000, 80_000)
+
+
+def trader(address: int, net: int, strategy: Any = None, max_rounds: int = 10) -> Trader:
+    return Trader(
+        address,
+        "consumer" if net > 0 else "prosumer",
+        lambda slot: net,
+        lambda slot: TARIFF,
+        strategy or linear(),
+        max_rounds=max_rounds,
+    )
+
+
+def exchange(a: Trader, b: Trader, first: Sequence[Any]) -> list[Any]:
+    """Deliver messages back and forth until nobody answers; return the whole transcript."""
+    parties = {a.address: a, b.address: b}
+    transcript, pending = [], list(first)
+    while pending:
+        message = pending.pop(0)
+        transcript.append(message)
+        if isinstance(message, (Pay, Skip)):
+            continue
+        pending.extend(parties[message.receiver].handle(message, 0.0))
+    return transcript
+
+
+@pytest.mark.parametrize("buyer_strategy", [boulware(), linear(), conceder()], ids=str)
+@pytest.mark.parametrize("seller_strategy", [boulware(), linear(), conceder()], ids=str)
+def test_a_buyer_and_a_seller_agree_within_both_reservations(
+    buyer_strategy: Any, seller_strategy: Any
+) -> None:
+    buyer, seller = trader(1, 1500, buyer_strategy), trader(2, -2000, seller_strategy)
+    assert buyer.open_slot(0, None) is not None and seller.open_slot(0, None) is not None
+    transcript = exchange(buyer, seller, [Start(5, SYSTEM, 1, 0, 0, 2, Side.BUY, 2000, 0)])
+    accept = next(m for m in transcript if isinstance(m, Accept))
+    assert TARIFF[1] <= accept.terms.price <= TARIFF[0]
+    assert accept.terms.quantity == 1500
+    assert len([m for m in transcript if isinstance(m, (Propose, Counter))]) <= 10
+    assert buyer.bought_wh == seller.sold_wh == 1500
+
+
+@pytest.mark.anyio
+async def test_settlement_messages_complete_the_trade() -> None:
+    buyer, seller = trader(1, 1000), trader(2, -1000)
+    buyer.open_slot(0, None)
+    seller.open_slot(0, None)
+    transcript = exchange(buyer, seller, [Start(5, SYSTEM, 1, 0, 0, 2, Side.BUY, 1000, 0)])
+    accept = next(m for m in transcript if isinstance(m, Accept))
+    rail = InProcessRail({1: 10**9, 2: 0})
+    invoice = await rail.create_invoice(2, accept.terms.amount_msat(), "agreement-5", "")
+    (pay,) = buyer.handle(InvoiceIssued(5, 2, 1, 0, accept.seq + 1, invoice), 0.0)
+    assert isinstance(pay, Pay) and pay.invoice == invoice
+    result = await rail.pay(1, invoice)
+    paid = Paid(5, 1, 2, 0, accept.seq + 2, result.payment_hash, result.preimage)
+    seller.handle(paid, 0.0)
+    buyer.handle(Paid(5, 1, 1, 0, accept.seq + 2, result.payment_hash, result.preimage), 0.0)
+    assert seller.revenue_msat == buyer.cost_msat == accept.terms.amount_msat()
+    assert buyer.open_negotiations == seller.open_negotiations == 0
+
+
+def test_several_negotiations_never_commit_more_than_it_has() -> None:
+    buyer = trader(1, 1000)
+    buyer.open_slot(0, None)
+    (first,) = buyer.handle(Start(1, SYSTEM, 1, 0, 0, 2, Side.BUY, 600, 0), 0.0)
+    (second,) = buyer.handle(Start(2, SYSTEM, 1, 0, 0, 3, Side.BUY, 600, 0), 0.0)
+    (third,) = buyer.handle(Start(3, SYSTEM, 1, 0, 0, 4, Side.BUY, 600, 0), 0.0)
+    assert isinstance(first, Propose) and first.terms.quantity == 600
+    assert isinstance(second, Propose) and second.terms.quantity == 400
+    assert isinstance(third, Skip)
+    buyer.handle(Reject(1, 2, 1, 1, 2), 0.0)  # the first one fails: its 600 are free again
+    (fourth,) = buyer.handle(Start(4, SYSTEM, 1, 0, 0, 5, Side.BUY, 900, 0), 0.0)
+    assert isinstance(fourth, Propose) and fourth.terms.quantity == 600
+
+
+def test_replays_and_forged_control_messages_are_refused() -> None:
+    buyer, seller = trader(1, 1000), trader(2, -1000)
+    buyer.open_slot(0, None)
+    seller.open_slot(0, None)
+    (propose,) = buyer.handle(Start(1, SYSTEM, 1, 0, 0, 2, Side.BUY, 1000, 0), 0.0)
+    seller.handle(propose, 0.0)
+    with pytest.raises(ProtocolViolation) as info:
+        seller.handle(propose, 0.0)
+    assert info.value.violation is Violation.REPLAY
+    with pytest.raises(ProtocolViolation) as info:
+        buyer.handle(Start(9, 3, 1, 0, 0, 2, Side.BUY, 10, 0), 0.0)  # Start from an agent
+    assert info.value.violation is Violation.WRONG_PARTY
+    with pytest.raises(ProtocolViolation) as info:
+        buyer.handle(Timeout(77, SYSTEM, 1, 0, 0), 0.0)
+    assert info.value.violation is Violation.UNKNOWN_NEGOTIATION
+    seller.handle(Timeout(1, SYSTEM, 2, 0, 0), 0.0)  # closed: a replay now is still refused
+    with pytest.raises(ProtocolViolation):
+        seller.handle(propose, 0.0)
+
+
+def test_a_proposal_on_the_same_side_is_rejected() -> None:
+    a, b = trader(1, 1000), trader(2, 500)
+    a.open_slot(0, None)
+    b.open_slot(0, None)
+    (propose,) = a.handle(Start(1, SYSTEM, 1, 0, 0, 2, Side.BUY, 500, 0), 0.0)
+    (reply,) = b.handle(propose, 0.0)
+    assert isinstance(reply, Reject) and reply.reason == "no_interest"
+
+
+def test_untraded_quantity_goes_to_the_grid_at_the_tariff() -> None:
+    buyer, seller = trader(1, 2000), trader(2, -500)
+    buyer.open_slot(3, None)
+    seller.open_slot(3, None)
+    buyer.close_slot(3)
+    seller.close_slot(3)
+    assert (buyer.imported_wh, buyer.cost_msat) == (2000, 2000 * TARIFF[0] // 1000)
+    assert (seller.exported_wh, seller.revenue_msat) == (500, 500 * TARIFF[1] // 1000)
+
+
+def test_guidance_anchors_the_opening_offer() -> None:
+    class View:
+        guidance_price = 200_000
+
+    buyer = trader(1, 1000)
+    buyer.open_slot(0, View())
+    (propose,) = buyer.handle(Start(1, SYSTEM, 1, 0, 0, 2, Side.BUY, 1000, 0), 0.0)
+    assert propose.terms.price == 190_000  # 5% below the guidance, in its own favour

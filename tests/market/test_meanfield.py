@@ -1,0 +1,65 @@
+"""The mean-field service: correct statistics, cached snapshots, guidance from trades."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from market import MeanFieldService
+from negotiator.messages import PopulationReport, SnapshotQuery, TradeReport
+
+
+def test_statistics_per_type_match_numpy() -> None:
+    rng = np.random.default_rng(0)
+    net = rng.integers(-3000, 3000, 500)
+    types = rng.integers(0, 2, 500)
+    reservation = rng.integers(80_000, 300_000, 500)
+    service = MeanFieldService(bins=10, span=3000)
+    service.handle(
+        PopulationReport(
+            2, ["consumer", "prosumer"], types.tolist(), net.tolist(), reservation.tolist()
+        )
+    )
+    snap = service.handle(SnapshotQuery(2))
+    assert snap is not None and snap.slot == 2
+    for code, name in enumerate(["consumer", "prosumer"]):
+        x = net[types == code]
+        stats = snap.types[name]
+        assert stats.count == x.size and sum(stats.histogram) == x.size
+        assert stats.mean == pytest.approx(x.mean()) and stats.std == pytest.approx(x.std())
+        assert (stats.buyers, stats.sellers) == ((x > 0).sum(), (x < 0).sum())
+        assert stats.histogram == np.histogram(x, np.linspace(-3000, 3000, 11))[0].tolist()
+        assert stats.reservation_mean == pytest.approx(reservation[types == code].mean())
+
+
+def test_queries_reuse_the_snapshot_until_something_is_reported() -> None:
+    service = MeanFieldService()
+    service.handle(PopulationReport(0, ["c"], [0, 0], [5, 7], [1, 1]))
+    first = service.handle(SnapshotQuery(0))
+    for _ in range(100):
+        assert service.handle(SnapshotQuery(0)) is first
+    assert service.recomputations == 1
+    service.handle(TradeReport(0, [100], [10]))
+    assert service.handle(SnapshotQuery(0)) is not first
+    assert service.recomputations == 2
+
+
+def test_guidance_is_the_volume_weighted_price_of_the_recent_window() -> None:
+    service = MeanFieldService(price_window=2)
+    assert service.snapshot().guidance_price is None
+    service.handle(TradeReport(0, [100], [1]))
+    service.handle(TradeReport(1, [200, 300], [1, 2]))
+    assert service.snapshot().guidance_price == round((100 + 200 + 600) / 4)
+    snap = service.snapshot()
+    assert snap.prices is not None and snap.prices.trades == 3
+    service.handle(TradeReport(2, [400], [1]))  # slot 0 leaves the window
+    snap = service.snapshot()
+    assert snap.prices is not None and snap.prices.trades == 3
+    assert snap.guidance_price == round((200 + 600 + 400) / 4)
+
+
+def test_unknown_messages_are_refused() -> None:
+    with pytest.raises(TypeError):
+        MeanFieldService().handle(object())
+    with pytest.raises(ValueError):
+        MeanFieldService(bins=0)

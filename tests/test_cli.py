@@ -1,0 +1,59 @@
+"""The command line: the summary's fields, the progress display, clear errors for bad input."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from typer.testing import CliRunner
+
+from negotiator.cli import app
+
+REQUIRED = {
+    "agents",
+    "slots",
+    "negotiations",
+    "agreements",
+    "agreement_rate",
+    "latency_ms",
+    "offers_per_s",
+    "negotiations_per_s",
+    "settled",
+    "failed_settlements",
+    "traded_wh",
+    "ledger_digest",
+}
+
+
+def test_simulate_writes_the_json_summary_and_prints_a_table(tmp_path: Path) -> None:
+    out = tmp_path / "run" / "summary.json"
+    args = ["simulate", "--agents", "150", "--slots", "14", "--seed", "2", "--json", str(out)]
+    result = CliRunner().invoke(app, [*args, "--ledger", str(tmp_path / "l.sqlite")])
+    assert result.exit_code == 0, result.output
+    data = json.loads(out.read_text())
+    assert data.keys() >= REQUIRED
+    assert set(data["latency_ms"]) == {"p50", "p95", "p99"}
+    assert data["agents"] == 150 and data["slots"] == 14 and data["settled"] > 0
+    assert "Run summary" in result.output and "14/14" in result.output
+
+
+def test_the_shard_engine_is_chosen_by_flag(tmp_path: Path) -> None:
+    out = tmp_path / "s.json"
+    args = ["simulate", "--agents", "100", "--slots", "12", "--engine", "shard", "--quiet"]
+    result = CliRunner().invoke(app, [*args, "--json", str(out)])
+    assert result.exit_code == 0, result.output
+    assert json.loads(out.read_text())["engine"] == "shard"
+    assert result.output == ""
+
+
+def test_bad_options_fail_with_a_clear_message() -> None:
+    runner = CliRunner()
+    for args, needle in [
+        (["--engine", "threads"], "engine"),
+        (["--strategy", "tit-for-tat"], "choose from"),
+        (["--agents", "1"], "agents"),
+        (["--max-rounds", "0"], "max_rounds"),
+    ]:
+        result = runner.invoke(app, ["simulate", "--quiet", *args])
+        assert result.exit_code == 2, (args, result.output)
+        assert needle in result.output, result.output
