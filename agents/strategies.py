@@ -27,8 +27,12 @@ class TimeDependent:
     k: float = 0.0
     """Initial concession: alpha(0)."""
     name: str = "time-dependent"
+    tick: int = 1
+    """Price granularity: offers are multiples of ``tick`` away from the aspiration."""
 
     def __post_init__(self) -> None:
+        if self.tick < 1:
+            raise ValueError(f"tick must be at least 1, got {self.tick}")
         if self.beta <= 0:
             raise ValueError(f"beta must be positive, got {self.beta}")
         if not 0.0 <= self.k <= 1.0:
@@ -41,9 +45,13 @@ class TimeDependent:
 
     def offer(self, t: float, aspiration: int, reservation: int) -> int:
         """The price to offer at time ``t``, rounded toward the aspiration side."""
-        value = aspiration + self.alpha(t) * (reservation - aspiration)
-        # Round so as never to cross the reservation price.
-        return int(value) if reservation >= aspiration else -int(-value)
+        steps = int(self.alpha(t) * abs(reservation - aspiration) / self.tick)
+        # Whole ticks toward the reservation: never crosses it.
+        return (
+            aspiration + steps * self.tick
+            if reservation >= aspiration
+            else aspiration - steps * self.tick
+        )
 
     def accepts(
         self, offered: int, t_next: float, aspiration: int, reservation: int, last: bool

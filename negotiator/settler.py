@@ -31,6 +31,9 @@ from negotiator.settlement import PaymentResult, Rail
 
 _log = structlog.get_logger(__name__)
 
+_YIELD_EVERY = 64
+"""Settlement steps between two yields to the event loop (bounds how long a batch blocks it)."""
+
 
 class _Pending:
     __slots__ = ("accepted_at", "agreement", "invoice")
@@ -130,9 +133,13 @@ class Settler:
 
     def _expire_stale(self) -> None:
         limit = self.clock() - self.timeout_s
-        for nid, pending in list(self._pending.items()):
-            if pending.accepted_at < limit:
-                self.abandon(nid, "settlement_timeout")
+        stale = []
+        for nid, pending in self._pending.items():  # in acceptance order: stop at the first fresh
+            if pending.accepted_at >= limit:
+                break
+            stale.append(nid)
+        for nid in stale:
+            self.abandon(nid, "settlement_timeout")
 
     async def _work(self) -> None:
         jobs = self._jobs
@@ -170,7 +177,9 @@ class Settler:
     async def _invoice(self, agreements: list[Agreement]) -> None:
         issued: list[tuple[Agreement, Invoice]] = []
         failed: list[tuple[Agreement, str]] = []
-        for a in agreements:
+        for i, a in enumerate(agreements):
+            if i % _YIELD_EVERY == _YIELD_EVERY - 1:
+                await asyncio.sleep(0)  # an in-process rail never suspends: let negotiations run
             amount = a.amount_msat
             if amount <= 0:
                 failed.append((a, "zero_amount"))
@@ -203,7 +212,9 @@ class Settler:
     async def _pay(self, pays: list[Pay]) -> None:
         done: list[tuple[_Pending, PaymentResult]] = []
         failed: list[tuple[int, str]] = []
-        for pay in pays:
+        for i, pay in enumerate(pays):
+            if i % _YIELD_EVERY == _YIELD_EVERY - 1:
+                await asyncio.sleep(0)
             pending = self._pending.get(pay.nid)
             if pending is None or pending.invoice is None:
                 self.metrics.count(self.metrics.rejected, "unexpected_pay")

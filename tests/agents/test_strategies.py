@@ -62,3 +62,11 @@ def test_bad_parameters_and_names_are_refused() -> None:
         TimeDependent(1.0, k=1.5)
     with pytest.raises(ValueError, match="choose from"):
         strategy("tit-for-tat")
+
+
+def test_offers_move_in_whole_ticks() -> None:
+    s = TimeDependent(1.0, tick=2000)
+    prices = [s.offer(t / 10, 80_000, 280_000) for t in range(11)]
+    assert all((p - 80_000) % 2000 == 0 for p in prices) and prices[-1] == 280_000
+    with pytest.raises(ValueError):
+        TimeDependent(1.0, tick=0)

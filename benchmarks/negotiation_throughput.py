@@ -1,0 +1,213 @@
+"""Negotiation throughput of the runtime against a bare asyncio loop, measured in one run.
+
+One trading slot: ``--agents`` traders (half buyers, half sellers, each with far more to trade
+than one negotiation needs) and ``--negotiations`` random buyer/seller pairings, at most
+``--in-flight`` open at once. Every negotiation goes through the whole runtime: protocol checks on
+both sides, strategies (Boulware / linear / Conceder drawn per agent), the router, the deadline
+watchdog, and settlement (ledger journal in SQLite, invoice and payment on the in-process rail).
+
+The bare baseline is what the runtime is measured against: the same number of coroutines, each
+with an ``asyncio.Queue`` inbox, exchanging msgspec messages between random pairs, the same mean
+number of messages per negotiation as the runtime needed, with the same limit in flight, and
+nothing else. ``ratio`` = runtime / bare (task engine). Prints figures, asserts nothing.
+
+    python benchmarks/negotiation_throughput.py --agents 10000 --json
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import dataclasses
+import gc
+import json
+import resource
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import anyio
+import numpy as np
+
+from agents import Trader, strategy
+from negotiator.actor import Pairing
+from negotiator.ledger import Ledger
+from negotiator.messages import Counter, Side, Terms
+from negotiator.runtime import RunReport, Runtime, RuntimeConfig
+from payments import InProcessRail
+
+TARIFF = (280_000, 80_000)
+QUANTITY = 1000
+
+
+def _population(
+    agents: int,
+    seed: int,
+    names: list[str],
+    max_rounds: int,
+    tick: int,
+    tariff: tuple[int, int],
+) -> list[Trader]:
+    rng = np.random.default_rng(seed)
+    big = 10**12
+    return [
+        Trader(
+            i,
+            "buyer" if i % 2 == 0 else "seller",
+            (lambda slot, n=(big if i % 2 == 0 else -big): n),
+            lambda slot: tariff,
+            dataclasses.replace(strategy(names[int(rng.integers(len(names)))]), tick=tick),
+            max_rounds=max_rounds,
+        )
+        for i in range(agents)
+    ]
+
+
+def _matcher(negotiations: int, seed: int) -> Any:
+    def match(slot: int, positions: Any, view: object, rng: np.random.Generator) -> list[Pairing]:
+        buyers = np.array([p.agent for p in positions if p.side is Side.BUY])
+        sellers = np.array([p.agent for p in positions if p.side is Side.SELL])
+        local = np.random.default_rng(seed)
+        b = local.choice(buyers, negotiations)
+        s = local.choice(sellers, negotiations)
+        return [Pairing(int(x), int(y), Side.BUY, QUANTITY) for x, y in zip(b, s, strict=True)]
+
+    return match
+
+
+def run_runtime(
+    engine: str,
+    agents: int,
+    negotiations: int,
+    in_flight: int,
+    seed: int,
+    *,
+    strategy_names: list[str] | None = None,
+    max_rounds: int = 10,
+    tick: int = 1,
+    tariff: tuple[int, int] = TARIFF,
+) -> RunReport:
+    """One slot of ``negotiations`` through the full runtime on ``engine``."""
+    names = strategy_names or ["boulware", "linear", "conceder"]
+    population = _population(agents, seed, names, max_rounds, tick, tariff)
+    rail = InProcessRail({i: 10**15 for i in range(agents)}, seed=seed)
+    with tempfile.TemporaryDirectory() as tmp:
+        ledger = Ledger(Path(tmp) / "ledger.sqlite")
+        runtime = Runtime(
+            population,
+            rail=rail,
+            ledger=ledger,
+            matcher=_matcher(negotiations, seed),
+            rng=np.random.default_rng(seed),
+            config=RuntimeConfig(engine=engine, max_in_flight=in_flight, slot_timeout_s=600),
+        )
+        report = anyio.run(runtime.run, 1, backend_options={"use_uvloop": _uvloop()})
+        ledger.close()
+    gc.unfreeze()
+    return report
+
+
+async def _bare(agents: int, negotiations: int, in_flight: int, hops: int, seed: int) -> float:
+    """Bare asyncio.Queue + msgspec: ``hops`` messages per negotiation between random pairs."""
+    inboxes = [asyncio.Queue[Any](1024) for _ in range(agents)]
+    limit = asyncio.Semaphore(in_flight)
+    done = asyncio.Event()
+    finished = 0
+    terms = Terms("energy", QUANTITY, 200_000, 0, 1)
+
+    async def agent(me: int) -> None:
+        nonlocal finished
+        inbox = inboxes[me]
+        while True:
+            m = await inbox.get()
+            if m.round < hops:
+                reply = Counter(m.nid, me, m.sender, m.round + 1, m.seq + 1, terms)
+                inboxes[m.sender].put_nowait(reply)
+            else:
+                finished += 1
+                limit.release()
+                if finished == negotiations:
+                    done.set()
+
+    rng = np.random.default_rng(seed)
+    pairs = rng.integers(0, agents, (negotiations, 2))
+    tasks = [asyncio.create_task(agent(i)) for i in range(agents)]
+    start = time.perf_counter()
+    for nid, (a, b) in enumerate(pairs.tolist()):
+        await limit.acquire()
+        other = (b + 1) % agents if a == b else b
+        inboxes[other].put_nowait(Counter(nid, a, other, 1, 1, terms))
+    await done.wait()
+    elapsed = time.perf_counter() - start
+    for t in tasks:
+        t.cancel()
+    await asyncio.gather(*tasks, return_exceptions=True)
+    return negotiations / elapsed
+
+
+def run_bare(agents: int, negotiations: int, in_flight: int, hops: int, seed: int) -> float:
+    """Negotiations per second of the bare loop."""
+    if _uvloop():
+        import uvloop
+
+        return uvloop.run(_bare(agents, negotiations, in_flight, hops, seed))
+    return asyncio.run(_bare(agents, negotiations, in_flight, hops, seed))
+
+
+def _uvloop() -> bool:
+    try:
+        import uvloop  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--agents", type=int, default=10_000)
+    parser.add_argument("--negotiations", type=int, default=50_000)
+    parser.add_argument("--in-flight", type=int, default=500)
+    parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--json", action="store_true", help="print one JSON object only")
+    args = parser.parse_args()
+
+    task = run_runtime("task", args.agents, args.negotiations, args.in_flight, args.seed)
+    hops = max(1, round(task.messages_per_negotiation))
+    bare = run_bare(args.agents, args.negotiations, args.in_flight, hops, args.seed)
+    shard = run_runtime("shard", args.agents, args.negotiations, args.in_flight, args.seed)
+    result = {
+        "agents": args.agents,
+        "negotiations": args.negotiations,
+        "in_flight": args.in_flight,
+        "uvloop": _uvloop(),
+        "messages_per_negotiation": task.messages_per_negotiation,
+        "agreement_rate": task.agreement_rate,
+        "runtime_negotiations_per_s": task.negotiations_per_s,
+        "bare_negotiations_per_s": round(bare, 1),
+        "ratio": round(task.negotiations_per_s / bare, 3),
+        "shard_negotiations_per_s": shard.negotiations_per_s,
+        "offers_per_s": task.offers_per_s,
+        "shard_offers_per_s": shard.offers_per_s,
+        "p50_ms": task.latency_ms["p50"],
+        "p95_ms": task.latency_ms["p95"],
+        "p99_ms": task.latency_ms["p99"],
+        "shard_p50_ms": shard.latency_ms["p50"],
+        "shard_p95_ms": shard.latency_ms["p95"],
+        "shard_p99_ms": shard.latency_ms["p99"],
+        "settled": task.settled,
+        "shard_settled": shard.settled,
+        "rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
+    }
+    if args.json:
+        print(json.dumps(result))
+    else:
+        width = max(map(len, result))
+        for key, value in result.items():
+            print(f"{key:<{width}}  {value}")
+    sys.stdout.flush()
+
+
+if __name__ == "__main__":
+    main()
