@@ -16,6 +16,7 @@ make next; at the last round, take anything within the reservation price.
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
 
@@ -53,6 +54,21 @@ class TimeDependent:
             else aspiration - steps * self.tick
         )
 
+    def schedule(self, max_rounds: int, aspiration: int, reservation: int) -> tuple[int, ...]:
+        """Offers by round index: ``schedule[i]`` is the offer at t = i / (max_rounds - 1).
+
+        The last entry (index ``max_rounds``) repeats the reservation side's clamp at t = 1, so a
+        trader indexes it by the round it is answering without a bounds check. Computed once per
+        slot: the hot path reads prices from this table instead of raising to a power per message.
+        """
+        tick = self.tick
+        span = abs(reservation - aspiration)
+        sign = tick if reservation >= aspiration else -tick
+        return tuple(
+            aspiration + int(a * span / tick) * sign  # as offer(): same float operations
+            for a in _alphas(self.beta, self.k, max_rounds)
+        )
+
     def accepts(
         self, offered: int, t_next: float, aspiration: int, reservation: int, last: bool
     ) -> bool:
@@ -60,6 +76,15 @@ class TimeDependent:
         buying = reservation >= aspiration
         bound = reservation if last else self.offer(t_next, aspiration, reservation)
         return offered <= bound if buying else offered >= bound
+
+
+@functools.lru_cache(maxsize=256)
+def _alphas(beta: float, k: float, max_rounds: int) -> tuple[float, ...]:
+    """alpha at t = i / (max_rounds - 1) for i = 0..max_rounds (clamped at 1), shared by agents."""
+    span = max(max_rounds - 1, 1)
+    return tuple(
+        k + (1.0 - k) * float(min(i / span, 1.0) ** (1.0 / beta)) for i in range(max_rounds + 1)
+    )
 
 
 def boulware(k: float = 0.0) -> TimeDependent:

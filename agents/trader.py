@@ -66,6 +66,7 @@ class Trader:
         "_max_rounds",
         "_negs",
         "_net",
+        "_prices",
         "_reservation",
         "_side",
         "_slot",
@@ -111,6 +112,7 @@ class Trader:
         self._available = 0
         self._aspiration = 0
         self._reservation = 0
+        self._prices: tuple[int, ...] = ()
         self.bought_wh = self.sold_wh = self.imported_wh = self.exported_wh = 0
         self.cost_msat = self.revenue_msat = 0
 
@@ -121,6 +123,7 @@ class Trader:
         net = self._net(slot)
         self._slot = slot
         self._closed_nids.clear()
+        self._prices = ()
         self._available = abs(net)
         if net == 0:
             return None
@@ -170,7 +173,7 @@ class Trader:
         q = min(self._available, msg.quantity)
         if q <= 0 or msg.slot != self._slot or msg.side is not self._side:
             return (Skip(msg.nid, self.address),)
-        price = self.strategy.offer(0.0, self._aspiration, self._reservation)
+        price = (self._prices or self._schedule())[0]
         terms = Terms(self.resource, q, price, msg.slot, msg.slot + 1)
         propose = Propose(msg.nid, self.address, msg.counterparty, 1, 1, self._side, terms)
         state, _ = start(propose, now, max_rounds=self._max_rounds, deadline=now + self._deadline_s)
@@ -214,27 +217,29 @@ class Trader:
         return self._respond(neg, msg.sender, msg.seq, now)
 
     def _respond(self, neg: _Neg, other: int, seq: int, now: float) -> Sequence[Effect]:
+        """AC_next against our own schedule: accept what beats our next offer, else counter."""
         state = neg.state
         offer = state.terms
-        nid, rnd, max_rounds = state.nid, state.round, state.max_rounds
-        strategy = self.strategy
-        last = rnd >= max_rounds
-        t_next = rnd / (max_rounds - 1) if max_rounds > 1 else 1.0
-        quantity_ok = offer.quantity <= neg.reserved
+        nid, rnd = state.nid, state.round
+        last = rnd >= state.max_rounds
+        bound = self._reservation if last else (self._prices or self._schedule())[rnd]
+        price = offer.price
+        good = price <= bound if self._side is Side.BUY else price >= bound
         reply: Any
-        if quantity_ok and strategy.accepts(
-            offer.price, t_next, self._aspiration, self._reservation, last
-        ):
+        if good and offer.quantity <= neg.reserved:
             reply = Accept(nid, self.address, other, rnd, seq + 1, offer)
         elif not last:
-            price = strategy.offer(t_next, self._aspiration, self._reservation)
-            terms = Terms(offer.resource, neg.reserved, price, offer.start, offer.end)
+            terms = Terms(offer.resource, neg.reserved, bound, offer.start, offer.end)
             reply = Counter(nid, self.address, other, rnd + 1, seq + 1, terms)
         else:
             reply = Reject(nid, self.address, other, rnd, seq + 1, "no_agreement")
         neg.state = transition(state, reply, now)[0]
         self._closed(neg)
         return (reply,)
+
+    def _schedule(self) -> tuple[int, ...]:
+        self._prices = self.strategy.schedule(self._max_rounds, self._aspiration, self._reservation)
+        return self._prices
 
     def _on_accept(self, msg: Accept, now: float) -> Sequence[Effect]:
         neg = self._neg(msg.nid)
@@ -243,8 +248,22 @@ class Trader:
         return ()
 
     def _on_close(self, msg: Reject | Withdraw | Timeout, now: float) -> Sequence[Effect]:
+        neg = self._negs.get(msg.nid)
+        if neg is None and msg.sender == SYSTEM and type(msg) is Timeout:
+            # The runtime closed a negotiation we never saw open (our Start, or the peer's
+            # Propose, came too late to be relayed) or already closed ourselves: nothing to undo.
+            self._closed_nids.add(msg.nid)
+            return ()
         neg = self._neg(msg.nid)
+        was = neg.state.phase
         neg.state = transition(neg.state, msg, now)[0]
+        if was is Phase.ACCEPTED:  # our Accept came too late: the runtime voided it
+            q = neg.state.terms.quantity
+            if self.address == neg.state.buyer:
+                self.bought_wh -= q
+            else:
+                self.sold_wh -= q
+            neg.reserved = q
         self._closed(neg)
         return ()
 

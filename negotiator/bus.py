@@ -63,6 +63,89 @@ class Bus(Protocol):
         ...
 
 
+class Inbox(Protocol):
+    """Where the bus puts messages for an address: ``asyncio.Queue`` or :class:`Mailbox`."""
+
+    @property
+    def maxsize(self) -> int:
+        """Capacity; ``put_nowait`` raises ``asyncio.QueueFull`` beyond it."""
+        ...
+
+    def qsize(self) -> int:
+        """Messages waiting."""
+        ...
+
+    def put_nowait(self, item: Any) -> None:
+        """Queue ``item`` or raise ``asyncio.QueueFull``."""
+        ...
+
+    async def put(self, item: Any) -> None:
+        """Queue ``item``, waiting while full."""
+        ...
+
+
+class Mailbox:
+    """A bounded FIFO drained by one consumer that takes messages in batches (the shard engine).
+
+    An ``asyncio.Queue`` wakes a getter and keeps task accounting on every put (~0.6 us per
+    message); a dispatcher that drains everything at once needs only a deque append and one
+    wake-up when it was idle (~0.06 us). Same contract for the bus: bounded, ``QueueFull`` when full.
+    """
+
+    __slots__ = ("_space", "_waiter", "items", "maxsize")
+
+    def __init__(self, maxsize: int) -> None:
+        if maxsize < 1:
+            raise ValueError("mailbox capacity must be at least 1")
+        self.maxsize = maxsize
+        self.items: deque[Any] = deque()
+        """The consumer pops from the left, then calls :meth:`taken`."""
+        self._waiter: asyncio.Future[None] | None = None
+        self._space: asyncio.Future[None] | None = None
+
+    def qsize(self) -> int:
+        """Messages waiting."""
+        return len(self.items)
+
+    def put_nowait(self, item: Any) -> None:
+        """Append ``item``, waking the consumer if it waits; ``asyncio.QueueFull`` when full."""
+        items = self.items
+        if len(items) >= self.maxsize:
+            raise asyncio.QueueFull
+        items.append(item)
+        waiter = self._waiter
+        if waiter is not None:
+            self._waiter = None
+            if not waiter.done():
+                waiter.set_result(None)
+
+    async def put(self, item: Any) -> None:
+        """Append ``item``, waiting while the mailbox is full."""
+        while len(self.items) >= self.maxsize:
+            if self._space is None or self._space.done():
+                self._space = asyncio.get_running_loop().create_future()
+            await asyncio.shield(self._space)
+        self.put_nowait(item)
+
+    async def wait(self) -> None:
+        """Return when there is something to take (at once if there is)."""
+        while not self.items:
+            waiter = self._waiter = asyncio.get_running_loop().create_future()
+            try:
+                await waiter
+            finally:
+                if self._waiter is waiter:
+                    self._waiter = None
+
+    def taken(self) -> None:
+        """The consumer took messages: wake producers that wait for room."""
+        space = self._space
+        if space is not None and len(self.items) < self.maxsize:
+            self._space = None
+            if not space.done():
+                space.set_result(None)
+
+
 class _Request:
     __slots__ = ("future", "message")
 
@@ -78,10 +161,11 @@ class LocalBus:
         if default_capacity < 1:
             raise ValueError("inbox capacity must be at least 1")
         self.default_capacity = default_capacity
-        self._inboxes: dict[BusAddress, asyncio.Queue[Any]] = {}
+        self._inboxes: dict[BusAddress, Inbox] = {}
         self._topics: dict[str, set[BusAddress]] = {}
         self._services: dict[BusAddress, ServiceHandler] = {}
-        self._spill: deque[tuple[asyncio.Queue[Any], Any]] = deque()
+        self._service_inboxes: dict[BusAddress, asyncio.Queue[Any]] = {}
+        self._spill: deque[tuple[Inbox, Any]] = deque()
         self._spill_ready: asyncio.Event | None = None
         self.overflow = 0
         """Messages that found their inbox full (each was queued later, none dropped)."""
@@ -99,7 +183,7 @@ class LocalBus:
         self.register(address, queue)
         return queue
 
-    def register(self, address: BusAddress, inbox: asyncio.Queue[Any]) -> None:
+    def register(self, address: BusAddress, inbox: Inbox) -> None:
         """Route messages for ``address`` to ``inbox`` (several addresses may share one)."""
         if address in self._inboxes:
             raise ValueError(f"address {address!r} is already registered")
@@ -109,12 +193,13 @@ class LocalBus:
         """Stop routing to ``address``; later messages for it are counted as undeliverable."""
         self._inboxes.pop(address, None)
         self._services.pop(address, None)
+        self._service_inboxes.pop(address, None)
         for subscribers in self._topics.values():
             subscribers.discard(address)
 
     def serve(self, address: BusAddress, handler: ServiceHandler, capacity: int = 65536) -> None:
         """Run ``handler`` as a service at ``address`` (its loop runs inside :meth:`run`)."""
-        self.inbox(address, capacity)
+        self._service_inboxes[address] = self.inbox(address, capacity)
         self._services[address] = handler
 
     def queue_depth(self) -> int:
@@ -126,7 +211,15 @@ class LocalBus:
 
     def send_nowait(self, message: Any) -> bool:
         """Queue ``message`` for ``message.receiver``; see :meth:`send_to_nowait`."""
-        return self.send_to_nowait(message.receiver, message)
+        address = message.receiver
+        inbox = self._inboxes.get(address)
+        if inbox is None:
+            return self.send_to_nowait(address, message)  # counts and logs it
+        try:
+            inbox.put_nowait(message)
+        except asyncio.QueueFull:
+            self._overflowed(address, inbox, message)
+        return True
 
     def send_to_nowait(self, address: BusAddress, message: Any) -> bool:
         """Queue ``message`` for ``address``: never blocks, never drops; False if nobody is there."""
@@ -141,7 +234,7 @@ class LocalBus:
             self._overflowed(address, inbox, message)
         return True
 
-    def _overflowed(self, address: BusAddress, inbox: asyncio.Queue[Any], message: Any) -> None:
+    def _overflowed(self, address: BusAddress, inbox: Inbox, message: Any) -> None:
         self.overflow += 1
         count = self._overflow_by_address.get(address, 0) + 1
         self._overflow_by_address[address] = count
@@ -197,7 +290,8 @@ class LocalBus:
         async with anyio.create_task_group() as tg:
             tg.start_soon(self._drain_spill)
             for address, handler in self._services.items():
-                tg.start_soon(self._serve, address, self._inboxes[address], handler)
+                inbox = self._service_inboxes[address]
+                tg.start_soon(self._serve, address, inbox, handler)
 
     async def _drain_spill(self) -> None:
         assert self._spill_ready is not None

@@ -147,6 +147,7 @@ def _table(data: dict[str, object]) -> Table:
         ("paid", f"{int(str(data['paid_msat'])) // 1000:,} sat"),
         ("community savings vs grid only", f"{float(str(data['savings'])):.1%}"),
         ("rejected messages", data["rejected_messages"] or 0),
+        ("late moves (void)", data["late_messages"] or 0),
         ("ledger", data["ledger_path"]),
         ("ledger digest", str(data["ledger_digest"])[:16] + "..."),
     ]

@@ -105,6 +105,8 @@ class RunMetrics:
         self.outcomes: dict[str, int] = {}
         self.messages: dict[str, int] = {}
         self.rejected: dict[str, int] = {}
+        self.late: dict[str, int] = {}
+        """Negotiation messages that came after the runtime closed their negotiation, by kind."""
         self.settlements: dict[str, int] = {}
         self.fees_msat = 0
         self.paid_msat = 0
@@ -170,6 +172,13 @@ class _Collector:
             "Messages refused: undecodable bytes or protocol violations, by reason.",
             "reason",
             m.rejected,
+        )
+        yield _counter(
+            "negotiator_messages_late",
+            "Moves that reached the runtime after it had closed their negotiation (deadline or"
+            " gate closure): void, not relayed, by kind.",
+            "kind",
+            m.late,
         )
         settlements = CounterMetricFamily(
             "negotiator_settlements",

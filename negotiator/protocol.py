@@ -25,7 +25,9 @@ Rules:
 * Accept must repeat the terms on the table exactly; a counter-offer cannot change the resource or
   the delivery window.
 * The runtime (sender ``SYSTEM``) may close a negotiation: ``Timeout`` expires an open one (its
-  deadline or the slot's gate closure passed), ``Withdraw`` withdraws it for a failed agent, and
+  deadline or the slot's gate closure passed), or an accepted one whose Accept reached the runtime
+  only after it had closed the negotiation (the runtime is the arbiter of that race and never
+  relays such an Accept), ``Withdraw`` withdraws it for a failed agent, and
   ``SettlementFailed`` fails an agreement whose payment failed. Sequence numbers do not apply.
 * Settlement: the seller issues an invoice for exactly the agreed amount; the buyer's Paid must carry
   that payment hash and a preimage that hashes to it. Either side may report the settlement failed.
@@ -188,22 +190,87 @@ def transition(state: NegotiationState, message: AnyMessage, now: float) -> Tran
     sender = message.sender
     if sender == SYSTEM:
         return _system_transition(state, kind)
-    if sender != state.buyer and sender != state.seller:
+    if sender == state.buyer:
+        other = state.seller
+    elif sender == state.seller:
+        other = state.buyer
+    else:
         raise ProtocolViolation(Violation.WRONG_PARTY, nid, f"{sender} is not a party")
-    if message.seq <= state.seq:
-        raise ProtocolViolation(Violation.REPLAY, nid, f"seq {message.seq} <= {state.seq}")
-    if phase in OPEN:
-        if now > state.deadline:
-            return _replace(state, phase=Phase.EXPIRED, turn=-1), _EXPIRED
-        return _open_transition(state, message, kind)
-    return _settlement_transition(state, message, kind)
+    seq = message.seq
+    if seq <= state.seq:
+        raise ProtocolViolation(Violation.REPLAY, nid, f"seq {seq} <= {state.seq}")
+    if phase > Phase.COUNTERED:
+        return _settlement_transition(state, message, kind)
+    # Open: the hot path of every negotiation, written out (one call, no replace()).
+    if now > state.deadline:
+        return _replace(state, phase=Phase.EXPIRED, turn=-1), _EXPIRED
+    if kind not in _OPEN_KINDS:
+        raise ProtocolViolation(Violation.ILLEGAL_IN_PHASE, nid, f"{kind.__name__} while open")
+    receiver = message.receiver
+    if receiver != other:
+        raise ProtocolViolation(Violation.WRONG_PARTY, nid, f"receiver {receiver}")
+    if kind is Withdraw:
+        return _replace(state, phase=Phase.WITHDRAWN, seq=seq, turn=-1), _WITHDRAWN
+    if sender != state.turn:
+        raise ProtocolViolation(Violation.OUT_OF_TURN, nid, f"{sender} moved out of turn")
+    rnd = state.round
+    if kind is Counter:
+        terms = message.terms  # type: ignore[union-attr]
+        if message.round != rnd + 1:
+            raise ProtocolViolation(
+                Violation.WRONG_ROUND, nid, f"round {message.round}, expected {rnd + 1}"
+            )
+        if rnd >= state.max_rounds:
+            raise ProtocolViolation(Violation.ROUND_LIMIT, nid, f"{state.max_rounds} rounds made")
+        if terms.quantity <= 0 or terms.price < 0 or terms.end < terms.start:
+            raise ProtocolViolation(Violation.BAD_TERMS, nid, repr(terms))
+        old = state.terms
+        if terms.resource != old.resource or terms.start != old.start or terms.end != old.end:
+            raise ProtocolViolation(Violation.BAD_TERMS, nid, "resource or window changed")
+        new = NegotiationState(
+            nid,
+            state.buyer,
+            state.seller,
+            Phase.COUNTERED,
+            rnd + 1,
+            seq,
+            receiver,
+            terms,
+            state.max_rounds,
+            state.deadline,
+        )
+        return new, _COUNTERED
+    if message.round != rnd:
+        raise ProtocolViolation(
+            Violation.WRONG_ROUND, nid, f"round {message.round}, expected {rnd}"
+        )
+    if kind is Accept:
+        if message.terms != state.terms:  # type: ignore[union-attr]
+            raise ProtocolViolation(Violation.TERMS_MISMATCH, nid, "accept must repeat the offer")
+        new = NegotiationState(
+            nid,
+            state.buyer,
+            state.seller,
+            Phase.ACCEPTED,
+            rnd,
+            seq,
+            -1,
+            state.terms,
+            state.max_rounds,
+            state.deadline,
+        )
+        return new, _AGREED
+    return _replace(state, phase=Phase.REJECTED, seq=seq, turn=-1), _REJECTED
 
 
 def _system_transition(state: NegotiationState, kind: type) -> Transition:
     """The runtime (sender SYSTEM) closes negotiations: deadline, failed peer, failed payment."""
-    if state.phase in OPEN:
-        if kind is Timeout:
-            return _replace(state, phase=Phase.EXPIRED, turn=-1), _EXPIRED
+    phase = state.phase
+    if kind is Timeout and (phase in OPEN or phase is Phase.ACCEPTED):
+        # The runtime arbitrates a race: an Accept it received after it had closed the
+        # negotiation (deadline, gate) is void, and the accepter learns so by this Timeout.
+        return _replace(state, phase=Phase.EXPIRED, turn=-1), _EXPIRED
+    if phase in OPEN:
         if kind is Withdraw:
             return _replace(state, phase=Phase.WITHDRAWN, turn=-1), _WITHDRAWN
     elif kind is SettlementFailed:
@@ -211,55 +278,6 @@ def _system_transition(state: NegotiationState, kind: type) -> Transition:
     raise ProtocolViolation(
         Violation.ILLEGAL_IN_PHASE, state.nid, f"system {kind.__name__} when {state.phase.name}"
     )
-
-
-def _other(state: NegotiationState, party: int) -> int:
-    return state.seller if party == state.buyer else state.buyer
-
-
-def _open_transition(state: NegotiationState, message: AnyMessage, kind: type) -> Transition:
-    nid = state.nid
-    if kind not in _OPEN_KINDS:
-        raise ProtocolViolation(Violation.ILLEGAL_IN_PHASE, nid, f"{kind.__name__} while open")
-    sender = message.sender
-    if message.receiver != _other(state, sender):
-        raise ProtocolViolation(Violation.WRONG_PARTY, nid, f"receiver {message.receiver}")
-    if kind is Withdraw:
-        return _replace(state, phase=Phase.WITHDRAWN, seq=message.seq, turn=-1), _WITHDRAWN
-    if sender != state.turn:
-        raise ProtocolViolation(Violation.OUT_OF_TURN, nid, f"{sender} moved out of turn")
-    if kind is Counter:
-        assert isinstance(message, Counter)
-        if message.round != state.round + 1:
-            raise ProtocolViolation(
-                Violation.WRONG_ROUND, nid, f"round {message.round}, expected {state.round + 1}"
-            )
-        if state.round >= state.max_rounds:
-            raise ProtocolViolation(Violation.ROUND_LIMIT, nid, f"{state.max_rounds} rounds made")
-        terms = message.terms
-        _check_terms(nid, terms)
-        old = state.terms
-        if terms.resource != old.resource or terms.start != old.start or terms.end != old.end:
-            raise ProtocolViolation(Violation.BAD_TERMS, nid, "resource or window changed")
-        new = _replace(
-            state,
-            phase=Phase.COUNTERED,
-            round=message.round,
-            seq=message.seq,
-            turn=message.receiver,
-            terms=terms,
-        )
-        return new, _COUNTERED
-    if message.round != state.round:
-        raise ProtocolViolation(
-            Violation.WRONG_ROUND, nid, f"round {message.round}, expected {state.round}"
-        )
-    if kind is Accept:
-        assert isinstance(message, Accept)
-        if message.terms != state.terms:
-            raise ProtocolViolation(Violation.TERMS_MISMATCH, nid, "accept must repeat the offer")
-        return _replace(state, phase=Phase.ACCEPTED, seq=message.seq, turn=-1), _AGREED
-    return _replace(state, phase=Phase.REJECTED, seq=message.seq, turn=-1), _REJECTED
 
 
 def _settlement_transition(state: NegotiationState, message: AnyMessage, kind: type) -> Transition:

@@ -116,7 +116,7 @@ class Router:
             counts.setdefault(kind, 0)
         self._routes: dict[type, Callable[[Any, float], None]] = {
             Propose: self._route_propose,
-            Counter: self._plain("counter"),
+            Counter: self._route_counter,
             Accept: self._route_accept,
             Reject: self._route_closing("reject", "rejected"),
             Withdraw: self._route_closing("withdraw", "withdrawn"),
@@ -157,20 +157,42 @@ class Router:
 
         return route
 
+    def _late(self, message: Any) -> None:
+        """A negotiation message for a negotiation the runtime already closed: not relayed.
+
+        The runtime is the arbiter of the race between its deadline and the agents' moves: once it
+        has sent Timeout to both parties, a Counter or an Accept still on its way is void (the
+        parties end the negotiation on the Timeout), so it is counted and dropped, not delivered
+        to a peer that has already closed it.
+        """
+        table = self.metrics.late
+        kind = kind_of(message)
+        table[kind] = table.get(kind, 0) + 1
+
     def _route_propose(self, message: Propose, now: float) -> None:
-        self.metrics.messages["propose"] += 1
         flight = self.flights.get(message.nid)
-        if flight is not None:
-            flight.opened = now
+        if flight is None:
+            self._late(message)
+            return
+        self.metrics.messages["propose"] += 1
+        flight.opened = now
+        self.bus.send_nowait(message)
+
+    def _route_counter(self, message: Counter, now: float) -> None:
+        if message.nid not in self.flights:
+            self._late(message)
+            return
+        self.metrics.messages["counter"] += 1
         self.bus.send_nowait(message)
 
     def _route_accept(self, message: Accept, now: float) -> None:
-        self.metrics.messages["accept"] += 1
-        self.bus.send_nowait(message)
         flight = self.flights.get(message.nid)
-        if flight is None:  # already closed by the runtime (deadline); the peer will refuse it
+        if flight is None:  # closed by the runtime first: void, the Timeout tells the accepter
+            self._late(message)
             return
         metrics = self.metrics
+        metrics.messages["accept"] += 1
+        self.bus.send_nowait(message)
         metrics.negotiation_latency.observe(now - flight.opened)
         metrics.rounds.observe(message.round)
         terms = message.terms
@@ -187,11 +209,13 @@ class Router:
         rounds = self.metrics.rounds
 
         def route(message: Any, now: float) -> None:
+            if message.nid not in self.flights:
+                self._late(message)
+                return
             counts[kind] += 1
             send(message)
-            if message.nid in self.flights:
-                rounds.observe(message.round)
-                self.end(message.nid, outcome)
+            rounds.observe(message.round)
+            self.end(message.nid, outcome)
 
         return route
 

@@ -100,6 +100,8 @@ class RunReport(msgspec.Struct, frozen=True):
     paid_msat: int
     fees_msat: int
     rejected_messages: dict[str, int]
+    late_messages: dict[str, int]
+    """Moves that came after the runtime had closed their negotiation (void, not relayed)."""
     agent_failures: int
     overflow: int
     wall_s: float
@@ -216,7 +218,7 @@ class Runtime:
         started = self.clock()
         async with anyio.create_task_group() as tg:
             tg.start_soon(self.bus.run, name="bus")
-            tg.start_soon(self.engine.run, name=f"engine-{self.engine.name}")
+            await tg.start(self.engine.run, name=f"engine-{self.engine.name}")
             tg.start_soon(self.settler.run, name="settler")
             tg.start_soon(self._watchdog, name="deadline-watchdog")
             if handle_signals:
@@ -387,6 +389,7 @@ class Runtime:
             paid_msat=m.paid_msat,
             fees_msat=m.fees_msat,
             rejected_messages=dict(sorted(m.rejected.items())),
+            late_messages=dict(sorted(m.late.items())),
             agent_failures=m.agent_failures,
             overflow=self.bus.overflow,
             wall_s=round(wall_s, 4),

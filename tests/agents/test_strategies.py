@@ -70,3 +70,19 @@ def test_offers_move_in_whole_ticks() -> None:
     assert all((p - 80_000) % 2000 == 0 for p in prices) and prices[-1] == 280_000
     with pytest.raises(ValueError):
         TimeDependent(1.0, tick=0)
+
+
+@given(
+    st.sampled_from([boulware(), linear(), conceder()]),
+    st.integers(1, 30),
+    st.integers(0, 10**6),
+    st.integers(0, 10**6),
+)
+def test_schedule_is_the_curve_sampled_per_round(
+    s: TimeDependent, max_rounds: int, a: int, r: int
+) -> None:
+    table = s.schedule(max_rounds, a, r)
+    assert len(table) == max_rounds + 1
+    span = max(max_rounds - 1, 1)
+    assert all(table[i] == s.offer(min(i / span, 1.0), a, r) for i in range(max_rounds + 1))
+    assert table[-1] == r  # the schedule ends on the reservation price

@@ -20,6 +20,7 @@ from negotiator.messages import (
     Reject,
     Side,
     Start,
+    Terms,
     Timeout,
 )
 from payments import InProcessRail
@@ -112,7 +113,7 @@ def test_replays_and_forged_control_messages_are_refused() -> None:
         buyer.handle(Start(9, 3, 1, 0, 0, 2, Side.BUY, 10, 0), 0.0)  # Start from an agent
     assert info.value.violation is Violation.WRONG_PARTY
     with pytest.raises(ProtocolViolation) as info:
-        buyer.handle(Timeout(77, SYSTEM, 1, 0, 0), 0.0)
+        buyer.handle(Timeout(77, 2, 1, 0, 0), 0.0)  # a Timeout from an agent
     assert info.value.violation is Violation.UNKNOWN_NEGOTIATION
     seller.handle(Timeout(1, SYSTEM, 2, 0, 0), 0.0)  # closed: a replay now is still refused
     with pytest.raises(ProtocolViolation):
@@ -146,3 +147,36 @@ def test_guidance_anchors_the_opening_offer() -> None:
     buyer.open_slot(0, View())
     (propose,) = buyer.handle(Start(1, SYSTEM, 1, 0, 0, 2, Side.BUY, 1000, 0), 0.0)
     assert propose.terms.price == 190_000  # 5% below the guidance, in its own favour
+
+
+def test_a_runtime_timeout_for_a_negotiation_never_seen_is_ignored_and_closes_it() -> None:
+    seller = trader(2, -1000)
+    seller.open_slot(0, None)
+    assert seller.handle(Timeout(5, SYSTEM, 2, 0, 0), 0.0) == ()
+    late = Propose(5, 1, 2, 1, 1, Side.BUY, Terms("energy", 100, 200_000, 0, 1))
+    with pytest.raises(ProtocolViolation) as info:  # its Propose, if it still came, is refused
+        seller.handle(late, 0.0)
+    assert info.value.violation is Violation.REPLAY
+
+
+def test_an_accept_voided_by_the_runtime_gives_the_quantity_back() -> None:
+    buyer, seller = trader(1, 1000), trader(2, -1000)
+    buyer.open_slot(0, None)
+    seller.open_slot(0, None)
+    (propose,) = buyer.handle(Start(1, SYSTEM, 1, 0, 0, 2, Side.BUY, 1000, 0), 0.0)
+    message = propose
+    for _ in range(20):  # play until one side accepts
+        replies = (seller if message.receiver == 2 else buyer).handle(message, 0.0)
+        (message,) = replies
+        if isinstance(message, Accept):
+            break
+    assert isinstance(message, Accept)
+    accepter = seller if message.sender == 2 else buyer
+    done = accepter.sold_wh + accepter.bought_wh
+    assert done == message.terms.quantity
+    # The runtime had already expired the negotiation: it drops the Accept and says Timeout.
+    accepter.handle(Timeout(1, SYSTEM, accepter.address, 0, 0), 0.0)
+    assert accepter.sold_wh + accepter.bought_wh == 0
+    assert accepter.open_negotiations == 0
+    accepter.close_slot(0)  # all of it goes to the grid
+    assert accepter.imported_wh + accepter.exported_wh == 1000

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
+
 import anyio
 import msgspec
 import pytest
 
-from negotiator.bus import LocalBus
+from negotiator.bus import LocalBus, Mailbox
 from negotiator.errors import RequestTimeout, UnknownAddress
 
 pytestmark = pytest.mark.anyio
@@ -111,3 +113,50 @@ def test_addresses_register_once() -> None:
         bus.inbox(1)
     with pytest.raises(ValueError):
         LocalBus(0)
+
+
+async def test_a_full_mailbox_spills_and_the_dispatcher_gets_everything_in_order() -> None:
+    bus = LocalBus()
+    mailbox = Mailbox(3)
+    bus.register(1, mailbox)
+    bus.register(2, mailbox)
+    received: list[int] = []
+
+    async def dispatcher() -> None:
+        while True:
+            await mailbox.wait()
+            while mailbox.items:
+                received.append(mailbox.items.popleft().n)
+            mailbox.taken()
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(bus.run)
+        tg.start_soon(dispatcher)
+        for i in range(20):
+            bus.send_nowait(Note(1 + i % 2, i))
+        assert bus.overflow == 17 and mailbox.qsize() == 3
+        with anyio.fail_after(5):
+            while len(received) < 20:
+                await anyio.sleep(0.001)
+        tg.cancel_scope.cancel()
+    assert received == list(range(20))
+
+
+async def test_mailbox_put_waits_for_room_and_wait_returns_at_once_when_not_empty() -> None:
+    mailbox = Mailbox(1)
+    mailbox.put_nowait("a")
+    with pytest.raises(asyncio.QueueFull):
+        mailbox.put_nowait("b")
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(mailbox.put, "b")
+        await anyio.sleep(0.01)
+        assert list(mailbox.items) == ["a"]  # still waiting for room
+        await mailbox.wait()  # something is there: no wait
+        mailbox.items.popleft()
+        mailbox.taken()
+        with anyio.fail_after(1):
+            while not mailbox.items:
+                await anyio.sleep(0.001)
+    assert list(mailbox.items) == ["b"]
+    with pytest.raises(ValueError):
+        Mailbox(0)

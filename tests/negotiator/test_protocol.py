@@ -148,6 +148,11 @@ def test_the_runtime_closes_open_negotiations(message: AnyMessage, phase: Phase)
     assert transition(countered(), message, 0.0)[0].phase is phase
 
 
+def test_the_runtime_voids_an_accept_that_came_after_it_closed_the_negotiation() -> None:
+    new, events = transition(accepted(), Timeout(NID, SYSTEM, S, 0, 0), 0.0)
+    assert (new.phase, events) == (Phase.EXPIRED, (Event.EXPIRED,))
+
+
 def test_invoice_then_paid_settles() -> None:
     state = settling()
     assert (state.phase, state.payment_hash) == (Phase.SETTLING, HASH)
@@ -233,11 +238,12 @@ ILLEGAL = [
     ("counter after accept", accepted, Counter(NID, S, B, 3, 9, T), Violation.ILLEGAL_IN_PHASE),
     ("accept twice", accepted, Accept(NID, S, B, 2, 9, terms(250_000)), Violation.ILLEGAL_IN_PHASE),
     (
-        "system timeout after accept",
-        accepted,
+        "system timeout after invoice",
+        settling,
         Timeout(NID, SYSTEM, B, 0, 0),
         Violation.ILLEGAL_IN_PHASE,
     ),
+    ("party timeout after accept", accepted, Timeout(NID, S, B, 0, 9), Violation.ILLEGAL_IN_PHASE),
     (
         "invoice by the buyer",
         accepted,

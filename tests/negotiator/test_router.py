@@ -1,0 +1,92 @@
+"""The router's arbitration of the race between the runtime's deadline and the agents' moves."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+from typing import Any
+
+from negotiator.actor import Effect, Position
+from negotiator.bus import LocalBus
+from negotiator.ledger import Agreement
+from negotiator.messages import SYSTEM, Accept, Counter, Side, Terms, Timeout
+from negotiator.metrics import RunMetrics
+from negotiator.router import Flight, Router
+
+T = Terms("energy", 100, 200_000, 0, 1)
+
+
+class Scripted:
+    """An agent that answers every message with the next scripted effects."""
+
+    agent_type = "scripted"
+
+    def __init__(self, address: int, script: list[Sequence[Effect]]) -> None:
+        self.address = address
+        self.script = script
+        self.seen: list[Any] = []
+
+    def open_slot(self, slot: int, view: object) -> Position | None:
+        return None
+
+    def handle(self, message: Any, now: float) -> Sequence[Effect]:
+        self.seen.append(message)
+        return self.script.pop(0) if self.script else ()
+
+    def close_slot(self, slot: int) -> None:
+        return None
+
+
+def setup() -> tuple[Router, LocalBus, list[Agreement], dict[int, asyncio.Queue[Any]]]:
+    bus = LocalBus()
+    agreements: list[Agreement] = []
+    router = Router(
+        bus,
+        RunMetrics(),
+        on_agreement=lambda a, now: agreements.append(a),
+        on_pay=lambda pay: None,
+        on_abandon=lambda nid, reason: None,
+    )
+    inboxes = {address: bus.inbox(address) for address in (1, 2)}
+    router.open(Flight(7, 0, 1, 2, Side.BUY, 100, deadline=10.0))
+    inboxes[1].get_nowait()  # the Start
+    return router, bus, agreements, inboxes
+
+
+def drain(queue: asyncio.Queue[Any]) -> list[Any]:
+    out = []
+    while not queue.empty():
+        out.append(queue.get_nowait())
+    return out
+
+
+def test_an_accept_after_the_runtime_expired_the_negotiation_is_void() -> None:
+    router, _bus, agreements, inboxes = setup()
+    seller = Scripted(2, [(Accept(7, 2, 1, 1, 2, T),)])
+    router.expire(7)  # the deadline passed: Timeout to both
+    router.handle(seller, Counter(7, 1, 2, 1, 1, T))  # the seller answers a message in flight
+    assert agreements == []
+    assert router.metrics.late == {"accept": 1}
+    assert router.metrics.outcomes == {"expired": 1}
+    assert [type(m) for m in drain(inboxes[1])] == [Timeout]  # the buyer never sees the Accept
+    assert [type(m) for m in drain(inboxes[2])] == [Timeout]
+
+
+def test_an_accept_before_the_deadline_is_an_agreement_and_no_timeout_follows() -> None:
+    router, _bus, agreements, inboxes = setup()
+    seller = Scripted(2, [(Accept(7, 2, 1, 1, 2, T),)])
+    router.handle(seller, Counter(7, 1, 2, 1, 1, T))
+    router.expire(7)  # too late: nothing to expire
+    assert [a.nid for a in agreements] == [7]
+    assert router.metrics.late == {}
+    assert [type(m) for m in drain(inboxes[1])] == [Accept]
+    assert drain(inboxes[2]) == []
+
+
+def test_late_counters_are_dropped_not_relayed() -> None:
+    router, _bus, _agreements, inboxes = setup()
+    buyer = Scripted(1, [(Counter(7, 1, 2, 2, 3, T),)])
+    router.expire(7)
+    router.handle(buyer, Timeout(7, SYSTEM, 1, 0, 0))
+    assert router.metrics.late == {"counter": 1}
+    assert [type(m) for m in drain(inboxes[2])] == [Timeout]
