@@ -10,6 +10,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Sequence
 from typing import Any, Protocol
 
@@ -84,7 +85,7 @@ class ShardEngine:
         router: Router,
         shards: int = 1,
         inbox_size: int = 1024,
-        batch: int = 512,
+        slice_s: float = 0.001,
     ) -> None:
         if shards < 1:
             raise ValueError("shards must be at least 1")
@@ -92,7 +93,8 @@ class ShardEngine:
         self._router = router
         self._shards = shards
         self._inbox_size = inbox_size
-        self._batch = batch
+        self._slice_s = slice_s
+        """Dispatch for at most this long, then yield to the loop (time, not a message count)."""
         self._queues: list[tuple[Mailbox, dict[int, Agent]]] = []
 
     def attach(self, agents: Sequence[Agent]) -> None:
@@ -116,17 +118,22 @@ class ShardEngine:
         handle = self._router.handle
         items = mailbox.items
         popleft = items.popleft
-        batch = self._batch
+        clock = time.perf_counter
+        slice_s = self._slice_s
         while True:
             await mailbox.wait()
-            n = 0
-            while items and n < batch:
-                message = popleft()
-                handle(members[message.receiver], message)
-                n += 1
+            slice_end = clock() + slice_s
+            while items:
+                for _ in range(32):  # read the clock every 32 messages, not every one
+                    if not items:
+                        break
+                    message = popleft()
+                    handle(members[message.receiver], message)
+                if clock() > slice_end:
+                    break
             mailbox.taken()
-            if n >= batch:
-                await asyncio.sleep(0)  # a full batch: let the starter, settler and timers run
+            if items:
+                await asyncio.sleep(0)  # slice used up: let the starter, settler and timers run
 
 
 def make_engine(

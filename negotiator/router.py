@@ -105,6 +105,15 @@ class Router:
         self.slot_trades: list[tuple[int, int]] = []
         """(price, quantity) of the agreements of the current slot."""
         self.on_end: Callable[[int], None] = lambda nid: None
+        self.closing: dict[int, int] = {}
+        """nid -> receiver of a closing move (accept, reject, withdraw) not yet delivered.
+
+        The negotiation has ended for the runtime, but its last message is still queued for the
+        peer; the slot may not close (and agents may not drop their open negotiations) until it
+        is delivered, or the peer would meet an Accept for a negotiation it already gave up.
+        """
+        self.on_quiet: Callable[[], None] = lambda: None
+        """Called when the last undelivered closing move has been delivered."""
         self._on_agreement = on_agreement
         self._on_pay = on_pay
         self._on_abandon = on_abandon
@@ -131,6 +140,11 @@ class Router:
 
     def handle(self, agent: Agent, message: Any) -> None:
         """Deliver one message to one agent and route what it returns."""
+        closing = self.closing
+        if closing and closing.get(message.nid) == agent.address:
+            del closing[message.nid]
+            if not closing:
+                self.on_quiet()
         if agent.address in self.retired:
             self._to_retired(agent, message)
             return
@@ -192,7 +206,8 @@ class Router:
             return
         metrics = self.metrics
         metrics.messages["accept"] += 1
-        self.bus.send_nowait(message)
+        if self.bus.send_nowait(message):
+            self.closing[message.nid] = message.receiver
         metrics.negotiation_latency.observe(now - flight.opened)
         metrics.rounds.observe(message.round)
         terms = message.terms
@@ -213,7 +228,8 @@ class Router:
                 self._late(message)
                 return
             counts[kind] += 1
-            send(message)
+            if send(message):
+                self.closing[message.nid] = message.receiver
             rounds.observe(message.round)
             self.end(message.nid, outcome)
 

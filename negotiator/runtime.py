@@ -223,6 +223,8 @@ class Runtime:
             tg.start_soon(self._watchdog, name="deadline-watchdog")
             if handle_signals:
                 tg.start_soon(self._signals, tg.cancel_scope, name="signals")
+            if self.population is not None and self._view is None:
+                self._view = await self._snapshot(-1)  # what the service knew before this run
             for slot in range(slots):
                 if self._stopping:
                     break
@@ -300,6 +302,15 @@ class Runtime:
         report = PopulationReport(slot, list(names), types, net, [p.reservation for p in positions])
         try:
             await self.bus.send(self.population, report)
+        except BusError as exc:
+            _log.error("population_unavailable", slot=slot, error=str(exc))
+            return self._view
+        return await self._snapshot(slot)
+
+    async def _snapshot(self, slot: int) -> object:
+        """The mean-field service's snapshot, or the last one known if it does not answer."""
+        assert self.population is not None
+        try:
             timeout = self.config.population_timeout_s
             return await self.bus.request(self.population, SnapshotQuery(slot), timeout)
         except BusError as exc:
@@ -317,10 +328,15 @@ class Runtime:
             nonlocal open_count
             open_count -= 1
             limit.release()
+            if open_count == 0 and starting_done and not router.closing:
+                done.set()
+
+        def quiet() -> None:  # the last closing move reached its peer
             if open_count == 0 and starting_done:
                 done.set()
 
         router.on_end = ended
+        router.on_quiet = quiet
         starting_done = False
         deadline_s = self.config.deadline_ms / 1000.0
         gate = self.clock() + self.config.slot_timeout_s
@@ -345,12 +361,17 @@ class Runtime:
                     )
                 )
             starting_done = True
-            if open_count > 0:
+            if open_count > 0 or router.closing:
                 await done.wait()
         starting_done = True
         for nid in list(router.flights):  # gate closure
             router.expire(nid, "gate_closed")
         router.on_end = lambda nid: None
+        router.on_quiet = lambda: None
+        if router.closing:  # gate closure with closing moves still queued: let them arrive
+            with anyio.move_on_after(self.config.grace_s):
+                while router.closing:
+                    await anyio.sleep(0.001)
 
     def _report(self, wall_s: float) -> RunReport:
         m = self.metrics

@@ -90,3 +90,17 @@ def test_late_counters_are_dropped_not_relayed() -> None:
     router.handle(buyer, Timeout(7, SYSTEM, 1, 0, 0))
     assert router.metrics.late == {"counter": 1}
     assert [type(m) for m in drain(inboxes[2])] == [Timeout]
+
+
+def test_the_slot_waits_until_the_last_closing_move_reaches_the_peer() -> None:
+    router, _bus, _agreements, inboxes = setup()
+    quiet: list[bool] = []
+    router.on_quiet = lambda: quiet.append(True)
+    seller = Scripted(2, [(Accept(7, 2, 1, 1, 2, T),)])
+    buyer = Scripted(1, [])
+    router.handle(seller, Counter(7, 1, 2, 1, 1, T))
+    assert router.flights == {} and router.closing == {7: 1}  # ended, but not yet delivered
+    assert quiet == []
+    (accept,) = drain(inboxes[1])
+    router.handle(buyer, accept)
+    assert router.closing == {} and quiet == [True] and buyer.seen == [accept]
