@@ -13,16 +13,21 @@ from pathlib import Path
 from typing import Any
 
 import msgspec
+import numpy as np
 import pytest
 import structlog
 from prometheus_client.parser import text_string_to_metric_families
 
 from agents import Trader
+from market import MeanFieldService
 from negotiator.actor import Effect
-from negotiator.messages import Counter, Propose, encode
+from negotiator.bus import LocalBus
+from negotiator.ledger import Ledger
+from negotiator.messages import Counter, Propose, TradeReport, encode
 from negotiator.metrics import Exporter
-from negotiator.runtime import RuntimeConfig, SlotReport
+from negotiator.runtime import Runtime, RuntimeConfig, SlotReport
 from negotiator.simulation import Simulation, SimulationConfig, build
+from payments import InProcessRail
 
 pytestmark = pytest.mark.anyio
 
@@ -227,3 +232,49 @@ def test_sigint_stops_cleanly_with_a_consistent_ledger(tmp_path: Path) -> None:
     assert data["interrupted"] is True
     assert 0 < data["slots"] < 240
     assert data["settled"] + data["failed_settlements"] == data["agreements"]
+
+
+class _Watcher:
+    """Records the market view each slot opens with; trades nothing."""
+
+    agent_type = "watcher"
+
+    def __init__(self, address: int) -> None:
+        self.address = address
+        self.views: list[object] = []
+
+    def open_slot(self, slot: int, view: object) -> None:
+        self.views.append(view)
+
+    def handle(self, message: Any, now: float) -> Sequence[Effect]:
+        return ()
+
+    def close_slot(self, slot: int) -> None:
+        return None
+
+
+@pytest.mark.parametrize("engine", ENGINES)
+async def test_the_first_slot_opens_with_what_the_mean_field_service_already_knew(
+    tmp_path: Path, engine: str
+) -> None:
+    service = MeanFieldService()
+    service.handle(TradeReport(-1, [150_000], [1000]))  # yesterday's trades
+    bus = LocalBus()
+    bus.serve("meanfield", service.handle)
+    watchers = [_Watcher(0), _Watcher(1)]
+    ledger = Ledger(tmp_path / "ledger.sqlite")
+    runtime = Runtime(
+        watchers,
+        rail=InProcessRail({0: 0, 1: 0}),
+        ledger=ledger,
+        matcher=lambda slot, positions, view, rng: [],
+        rng=np.random.default_rng(0),
+        config=RuntimeConfig(engine=engine),
+        bus=bus,
+        population="meanfield",
+    )
+    await runtime.run(2)
+    ledger.close()
+    first = watchers[0].views[0]
+    assert getattr(first, "guidance_price", None) == 150_000
+    assert len(watchers[0].views) == 2
