@@ -32,9 +32,8 @@ from negotiator.settlement import PaymentResult, Rail
 _log = structlog.get_logger(__name__)
 
 _SLICE_S = 0.001
-"""Work at most this long before yielding to the event loop. Time, not a count: with a count the
-settler's share of the loop depended on how long the engine's own slices were, and at 500
-negotiations in flight it fell behind for good (settlement p50 ~2 s, batches of thousands)."""
+"""Work at most this long before yielding to the event loop: a time, not a count of items, so the
+settler's share of a saturated loop does not depend on how costly each item is."""
 
 
 class _Pending:
@@ -78,6 +77,8 @@ class Settler:
         self._idle.set()
         self._db = anyio.CapacityLimiter(1)
         metrics.rail = rail.name
+        for kind in ("invoice", "paid", "settlement_failed"):  # counted on the hot path below
+            metrics.messages.setdefault(kind, 0)
 
     # -- intake (synchronous: called from the router on the hot path) ---------------------------
 
@@ -267,7 +268,13 @@ class Settler:
             await self._fail(failed)
 
     async def _fail(self, failed: list[tuple[int, str]]) -> None:
-        failed = [(nid, reason) for nid, reason in failed if nid in self._pending]
+        # One failure per agreement, the first reason given: a retired agent's negotiation can be
+        # abandoned twice in one batch (its failure, then its retirement).
+        first: dict[int, str] = {}
+        for nid, reason in failed:
+            if nid in self._pending:
+                first.setdefault(nid, reason)
+        failed = list(first.items())
         if not failed:
             return
         await self._ledger(self.ledger.mark_failed, failed)

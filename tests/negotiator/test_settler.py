@@ -1,0 +1,42 @@
+"""The settler: one failure per agreement, whatever the number of reasons to fail it."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import anyio
+import pytest
+
+from negotiator.ledger import Agreement, Ledger
+from negotiator.messages import SettlementFailed, Terms
+from negotiator.metrics import RunMetrics
+from negotiator.settler import Settler
+from payments import InProcessRail
+
+pytestmark = pytest.mark.anyio
+
+
+async def test_an_agreement_abandoned_twice_in_one_batch_fails_once_with_the_first_reason(
+    tmp_path: Path,
+) -> None:
+    ledger = Ledger(tmp_path / "ledger.sqlite")
+    delivered: list[Any] = []
+    metrics = RunMetrics()
+    settler = Settler(InProcessRail({1: 10**9, 2: 0}), ledger, metrics, delivered.append)
+    agreement = Agreement(5, 0, 1, 2, Terms("energy", 1000, 200_000, 0, 1), 3)
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(settler.run)
+        settler.agree(agreement, 0.0)
+        with anyio.fail_after(5):
+            while ledger.state_of(5) != "settling":  # invoiced; the buyer never pays
+                await anyio.sleep(0.001)
+        settler.abandon(5, "agent_failure")  # the buyer fails...
+        settler.abandon(5, "agent_retired")  # ...and is retired, before the settler runs
+        assert await settler.drain(5)
+        tg.cancel_scope.cancel()
+    assert ledger.failure_reasons() == {"agent_failure": 1}
+    assert metrics.settlements == {"failed": 1}
+    failures = [m for m in delivered if isinstance(m, SettlementFailed)]
+    assert sorted(m.receiver for m in failures) == [1, 2]  # each party told once
+    ledger.close()
