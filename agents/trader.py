@@ -249,12 +249,13 @@ class Trader:
 
     def _on_close(self, msg: Reject | Withdraw | Timeout, now: float) -> Sequence[Effect]:
         neg = self._negs.get(msg.nid)
-        if neg is None and msg.sender == SYSTEM and type(msg) is Timeout:
-            # The runtime closed a negotiation we never saw open (our Start, or the peer's
-            # Propose, came too late to be relayed) or already closed ourselves: nothing to undo.
-            self._closed_nids.add(msg.nid)
-            return ()
-        neg = self._neg(msg.nid)
+        if neg is None:
+            if msg.sender == SYSTEM and type(msg) is Timeout:
+                # The runtime closed a negotiation we never saw open (our Start, or the peer's
+                # Propose, came too late to be relayed) or already closed ourselves: no-op.
+                self._closed_nids.add(msg.nid)
+                return ()
+            neg = self._neg(msg.nid)  # raises UNKNOWN_NEGOTIATION
         was = neg.state.phase
         neg.state = transition(neg.state, msg, now)[0]
         if was is Phase.ACCEPTED:  # our Accept came too late: the runtime voided it
