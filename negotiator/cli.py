@@ -54,6 +54,13 @@ def simulate(
     ledger: Annotated[
         Path | None, typer.Option(help="SQLite ledger file (a temporary file if omitted).")
     ] = None,
+    rail: Annotated[
+        str, typer.Option(help="lightning (simulated network) or inprocess (plain balances).")
+    ] = "lightning",
+    hubs: Annotated[int, typer.Option(help="Lightning service providers (hub nodes).")] = 4,
+    placement: Annotated[
+        str, typer.Option(help="node: a node per agent; hub: accounts on hub nodes.")
+    ] = "node",
     metrics_port: Annotated[
         int | None, typer.Option(help="Serve Prometheus metrics on 127.0.0.1:PORT (0: any).")
     ] = None,
@@ -75,6 +82,9 @@ def simulate(
             strategy=strategy,
             max_rounds=max_rounds,
             ledger=str(ledger) if ledger else None,
+            rail=rail,
+            hubs=hubs,
+            placement=placement,
             runtime=RuntimeConfig(
                 engine=engine,
                 shards=shards,
@@ -146,6 +156,7 @@ def _table(data: dict[str, object]) -> Table:
         ("traded", f"{int(str(data['traded_wh'])) / 1000:,.1f} kWh"),
         ("paid", f"{int(str(data['paid_msat'])) // 1000:,} sat"),
         ("community savings vs grid only", f"{float(str(data['savings'])):.1%}"),
+        *_payment_rows(data),
         ("rejected messages", data["rejected_messages"] or 0),
         ("late moves (void)", data["late_messages"] or 0),
         ("ledger", data["ledger_path"]),
@@ -154,6 +165,20 @@ def _table(data: dict[str, object]) -> Table:
     for name, value in rows:
         table.add_row(name, str(value))
     return table
+
+
+def _payment_rows(data: dict[str, object]) -> list[tuple[str, object]]:
+    p = data.get("payments")
+    if not isinstance(p, dict) or not p.get("payments"):
+        return []
+    net = p["network_latency_ms"]
+    return [
+        ("rail", data["rail"]),
+        ("payments ok / on chain", f"{p['success_rate']:.1%} / {p['onchain']}"),
+        ("routing fees", f"{p['fees_msat']:,} msat ({p['fee_ppm']} ppm)"),
+        ("hops / parts (mean)", f"{p['hops_mean']} / {p['parts_mean']}"),
+        ("network latency p50 / p95", f"{net['p50']} / {net['p95']} ms"),
+    ]
 
 
 if __name__ == "__main__":  # pragma: no cover

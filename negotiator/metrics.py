@@ -94,6 +94,72 @@ def _fmt(bound: float) -> str:
     return repr(float(bound))
 
 
+PART_BUCKETS: Final = (1, 2, 3, 4, 6, 8, 12, 16)
+HOP_BUCKETS: Final = (0, 1, 2, 3, 4, 5, 6, 8, 10, 20)
+SIM_LATENCY_BUCKETS: Final = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 60.0, 600.0, 3600.0)
+"""Seconds of simulated network time: tens of ms per hop up to on-chain confirmations."""
+
+
+class PaymentStats:
+    """What a settlement rail did with the payments it was asked to make (filled by the rail)."""
+
+    def __init__(self) -> None:
+        self.outcomes: dict[str, int] = {}
+        """Payments by outcome: ``succeeded``, ``onchain`` (fallback), or a failure reason."""
+        self.parts = Histogram(PART_BUCKETS)
+        self.hops = Histogram(HOP_BUCKETS)
+        self.attempts = 0
+        self.fees_msat = 0
+        """Lightning routing fees."""
+        self.onchain_fees_msat = 0
+        """On-chain fees of fallback payments."""
+        self.amount_msat = 0
+        self.latency = Histogram(SIM_LATENCY_BUCKETS, keep_samples=True)
+        """Simulated network time per payment (seconds)."""
+        self.wall = Histogram(LATENCY_BUCKETS, keep_samples=True)
+        """Wall time the rail spent per payment (seconds)."""
+        self.liquidity: Callable[[], dict[str, float]] = dict
+        """Channel utilization figures (imbalance, depleted_share, turnover, locked_share)."""
+        self.events: Callable[[], dict[str, int]] = dict
+        """Counts of rail events: rebalances, splices, closes, breaches, watchtower interventions."""
+
+    def record(self, outcome: str) -> None:
+        """Count one payment's outcome."""
+        self.outcomes[outcome] = self.outcomes.get(outcome, 0) + 1
+
+    def summary(self) -> dict[str, object]:
+        """The JSON summary's ``payments`` section."""
+        total = sum(self.outcomes.values())
+        ok = self.outcomes.get("succeeded", 0) + self.outcomes.get("onchain", 0)
+        lat = self.latency
+        return {
+            "payments": total,
+            "success_rate": round(ok / total, 6) if total else 0.0,
+            "outcomes": dict(sorted(self.outcomes.items())),
+            "onchain": self.outcomes.get("onchain", 0),
+            "fees_msat": self.fees_msat,
+            "onchain_fees_msat": self.onchain_fees_msat,
+            "fee_ppm": round(self.fees_msat * 1e6 / self.amount_msat, 3)
+            if self.amount_msat
+            else 0.0,
+            "parts_mean": round(self.parts.sum / self.parts.count, 4) if self.parts.count else 0.0,
+            "hops_mean": round(self.hops.sum / self.hops.count, 4) if self.hops.count else 0.0,
+            "attempts_per_payment": round(self.attempts / total, 4) if total else 0.0,
+            "network_latency_ms": {
+                q: _ms(lat.quantile(v)) for q, v in (("p50", 0.5), ("p95", 0.95), ("p99", 0.99))
+            },
+            "wall_latency_ms": {
+                q: _ms(self.wall.quantile(v)) for q, v in (("p50", 0.5), ("p95", 0.95))
+            },
+            "utilization": self.liquidity(),
+            "events": self.events(),
+        }
+
+
+def _ms(seconds: float) -> float:
+    return 0.0 if math.isnan(seconds) else round(seconds * 1000, 3)
+
+
 class RunMetrics:
     """The accumulators of one run and the collector that exposes them."""
 
@@ -115,6 +181,8 @@ class RunMetrics:
         self.in_flight = 0
         self.slot = 0
         self.rail = "none"
+        self.payments: PaymentStats | None = None
+        """The rail's payment statistics, once a settler is attached."""
         self.queue_depth: Callable[[], int] = lambda: 0
         self.overflow: Callable[[], int] = lambda: 0
         self.undeliverable: Callable[[], int] = lambda: 0
@@ -221,6 +289,50 @@ class _Collector:
             "negotiator_bus_queue_depth", "Messages waiting in inboxes.", value=m.queue_depth()
         )
         yield GaugeMetricFamily("negotiator_slot", "The current trading slot.", value=m.slot)
+        if m.payments is not None:
+            yield from _payment_families(m.payments, m.rail)
+
+
+def _payment_families(p: PaymentStats, rail: str) -> Iterator[Metric]:
+    outcomes = CounterMetricFamily(
+        "negotiator_payments",
+        "Payments attempted by the rail, by outcome (succeeded, onchain fallback, or the reason"
+        " it failed).",
+        labels=["outcome", "rail"],
+    )
+    for key, value in sorted(dict(p.outcomes).items()):
+        outcomes.add_metric([key, rail], value)
+    yield outcomes
+    yield p.parts.family("negotiator_payment_parts", "HTLC parts per successful payment.")
+    yield p.hops.family("negotiator_payment_hops", "Hops of the longest part, per payment.")
+    yield p.latency.family(
+        "negotiator_payment_network_latency_seconds",
+        "Simulated network time per payment: failed attempts, then the slowest part both ways.",
+    )
+    yield p.wall.family(
+        "negotiator_payment_wall_latency_seconds", "Wall time the rail spent per payment."
+    )
+    yield CounterMetricFamily(
+        "negotiator_payment_attempts", "HTLC routes tried, all payments.", value=p.attempts
+    )
+    util = GaugeMetricFamily(
+        "negotiator_channel_utilization",
+        "Channel liquidity: mean imbalance |a-b|/capacity, share of channels with a side under"
+        " 10%, turnover (forwarded / capacity), share locked in HTLCs.",
+        labels=["measure"],
+    )
+    for measure, figure in sorted(p.liquidity().items()):
+        util.add_metric([measure], figure)
+    yield util
+    events = CounterMetricFamily(
+        "negotiator_rail_events",
+        "Liquidity and security events: rebalances, splices, closes, breaches, watchtower"
+        " interventions, expired HTLCs.",
+        labels=["event"],
+    )
+    for key, value in sorted(p.events().items()):
+        events.add_metric([key], value)
+    yield events
 
 
 class Exporter:

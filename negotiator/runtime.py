@@ -109,6 +109,9 @@ class RunReport(msgspec.Struct, frozen=True):
     ledger_path: str
     ledger_digest: str
     interrupted: bool
+    rail: str = "none"
+    payments: dict[str, Any] = {}
+    """The rail's payment statistics (success rate, fees, parts, hops, latency, utilization)."""
 
 
 class Runtime:
@@ -418,4 +421,6 @@ class Runtime:
             ledger_path=self.ledger.path,
             ledger_digest=self.ledger.digest(),
             interrupted=self._stopping,
+            rail=m.rail,
+            payments=m.payments.summary() if m.payments is not None else {},
         )

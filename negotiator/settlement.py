@@ -13,6 +13,7 @@ from typing import Protocol
 import msgspec
 
 from negotiator.messages import Invoice
+from negotiator.metrics import PaymentStats
 
 
 class PaymentStatus(enum.StrEnum):
@@ -38,6 +39,8 @@ class Rail(Protocol):
 
     name: str
     """Short label for metrics (``inprocess``, ``lightning``, ``cln``)."""
+    stats: PaymentStats
+    """What the rail did with its payments (filled by the rail, exported by the metrics)."""
 
     async def create_invoice(
         self, payee: int, amount_msat: int, label: str, description: str

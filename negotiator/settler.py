@@ -77,6 +77,7 @@ class Settler:
         self._idle.set()
         self._db = anyio.CapacityLimiter(1)
         metrics.rail = rail.name
+        metrics.payments = rail.stats
         for kind in ("invoice", "paid", "settlement_failed"):  # counted on the hot path below
             metrics.messages.setdefault(kind, 0)
 

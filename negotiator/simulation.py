@@ -11,7 +11,7 @@ import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import msgspec
 import numpy as np
@@ -23,7 +23,8 @@ from negotiator.bus import LocalBus
 from negotiator.ledger import Ledger
 from negotiator.metrics import Exporter, RunMetrics
 from negotiator.runtime import RunReport, Runtime, RuntimeConfig, SlotReport
-from payments import InProcessRail
+from negotiator.settlement import Rail
+from payments import Chain, InProcessRail, LightningNetwork, SimulatedLightning, community_graph
 
 MEANFIELD = "meanfield"
 """Bus address of the mean-field service."""
@@ -43,6 +44,15 @@ class SimulationConfig(BaseModel):
     max_rounds: int = Field(10, ge=1, description="offers per negotiation, at most")
     max_partners: int = Field(2, ge=1, description="sellers each buyer negotiates with per slot")
     ledger: str | None = Field(None, description="SQLite ledger path; a temp file when None")
+    rail: Literal["lightning", "inprocess"] = Field(
+        "lightning", description="simulated Lightning network, or plain in-process balances"
+    )
+    hubs: int = Field(4, ge=1, description="Lightning service providers the agents are spread over")
+    placement: Literal["node", "hub"] = Field(
+        "node",
+        description="node: every agent runs a node with a channel to its hub;"
+        " hub: agents are internal accounts on their hub's node",
+    )
     runtime: RuntimeConfig = Field(default_factory=RuntimeConfig)
 
     def model_post_init(self, context: Any) -> None:
@@ -84,7 +94,7 @@ class Simulation:
     community: Community
     tariff: TimeOfUseTariff
     traders: list[Trader]
-    rail: InProcessRail
+    rail: Rail
     ledger: Ledger
     service: MeanFieldService
     runtime: Runtime
@@ -172,7 +182,13 @@ def build(config: SimulationConfig, *, metrics: RunMetrics | None = None) -> Sim
     # Fund every account for its whole need at the peak price, with room to spare.
     need_wh = np.clip(community.net_wh, 0, None).sum(axis=1)
     funding = need_wh * tariff.peak // 1000 * 2 + 1_000_000
-    rail = InProcessRail({i: int(f) for i, f in enumerate(funding)}, seed=config.seed)
+    surplus_wh = np.clip(-community.net_wh, 0, None).sum(axis=1)
+    inbound = surplus_wh * tariff.peak // 1000 * 2 + 1_000_000  # room to be paid for sales
+    rail = _rail(
+        config,
+        {i: int(f) for i, f in enumerate(funding)},
+        {i: int(f) for i, f in enumerate(inbound)},
+    )
     path = config.ledger or str(Path(tempfile.mkdtemp(prefix="negotiator-")) / "ledger.sqlite")
     ledger = Ledger(path)
     bus = LocalBus(config.runtime.inbox_size)
@@ -190,6 +206,26 @@ def build(config: SimulationConfig, *, metrics: RunMetrics | None = None) -> Sim
         population=MEANFIELD,
     )
     return Simulation(config, community, tariff, traders, rail, ledger, service, runtime)
+
+
+def _rail(config: SimulationConfig, funding: dict[int, int], inbound: dict[int, int]) -> Rail:
+    """The settlement rail: a Lightning community on hubs (default) or plain balances."""
+    if config.rail == "inprocess":
+        return InProcessRail(funding, seed=config.seed)
+    graph, placement = community_graph(
+        funding,
+        inbound=inbound,
+        hubs=config.hubs,
+        own_nodes=config.placement == "node",
+        seed=config.seed,
+    )
+    chain = Chain()
+    hubs = set(placement.hubs)
+    for node in range(len(graph.nodes)):  # on-chain savings for splices and fallback payments
+        chain.fund(node, 1_000_000_000 if node in hubs else 100_000_000)
+    network = LightningNetwork(graph, chain)
+    accounts = funding if config.placement == "hub" else None
+    return SimulatedLightning(network, placement, accounts=accounts, seed=config.seed)
 
 
 def _row(values: np.ndarray) -> Callable[[int], int]:

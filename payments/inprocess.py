@@ -16,6 +16,7 @@ from collections.abc import Callable, Mapping
 
 from negotiator.errors import AlreadyPaid, InvoiceError, PaymentFailed
 from negotiator.messages import Invoice
+from negotiator.metrics import PaymentStats
 from negotiator.settlement import PaymentResult, PaymentStatus
 
 
@@ -41,6 +42,7 @@ class InProcessRail:
         self._invoices: dict[str, tuple[Invoice, str]] = {}
         self._by_label: dict[str, Invoice] = {}
         self._status: dict[str, PaymentStatus] = {}
+        self.stats = PaymentStats()
 
     @property
     def total_msat(self) -> int:
@@ -93,11 +95,16 @@ class InProcessRail:
         if balance is None:
             raise PaymentFailed("unknown_payer", f"no account {payer}")
         amount = issued.amount_msat
+        stats = self.stats
         if balance < amount:
+            stats.record("insufficient_funds")
             raise PaymentFailed("insufficient_funds", f"{payer} has {balance} < {amount} msat")
         self._balances[payer] = balance - amount
         self._balances[issued.payee] += amount
         self._status[issued.payment_hash] = PaymentStatus.COMPLETE
+        stats.record("succeeded")
+        stats.attempts += 1
+        stats.amount_msat += amount
         return PaymentResult(issued.payment_hash, preimage, amount, 0)
 
     async def lookup(self, payment_hash: str) -> PaymentStatus:

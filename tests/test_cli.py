@@ -35,6 +35,32 @@ def test_simulate_writes_the_json_summary_and_prints_a_table(tmp_path: Path) -> 
     assert set(data["latency_ms"]) == {"p50", "p95", "p99"}
     assert data["agents"] == 150 and data["slots"] == 14 and data["settled"] > 0
     assert "Run summary" in result.output and "14/14" in result.output
+    # settled over the simulated Lightning network by default, with its payment statistics
+    payments = data["payments"]
+    assert data["rail"] == "lightning" and payments["payments"] == data["settled"]
+    assert payments["success_rate"] == 1.0 and payments["hops_mean"] > 1
+    assert payments["fees_msat"] > 0 and data["fees_msat"] == payments["fees_msat"]
+    assert set(payments["network_latency_ms"]) == {"p50", "p95", "p99"}
+    assert set(payments["utilization"]) == {
+        "imbalance",
+        "depleted_share",
+        "turnover",
+        "locked_share",
+    }
+
+
+def test_the_rail_and_the_placement_are_chosen_by_flag(tmp_path: Path) -> None:
+    for flags, rail, hops in [
+        (["--rail", "inprocess"], "inprocess", 0),
+        (["--placement", "hub", "--hubs", "2"], "lightning", 1),
+    ]:
+        out = tmp_path / "p.json"
+        args = ["simulate", "--agents", "80", "--slots", "14", "--quiet", *flags]
+        result = CliRunner().invoke(app, [*args, "--json", str(out)])
+        assert result.exit_code == 0, result.output
+        data = json.loads(out.read_text())
+        assert data["rail"] == rail and data["settled"] > 0
+        assert data["payments"]["hops_mean"] <= hops  # hub customers: internal or one hop
 
 
 def test_the_shard_engine_is_chosen_by_flag(tmp_path: Path) -> None:
@@ -53,6 +79,8 @@ def test_bad_options_fail_with_a_clear_message() -> None:
         (["--strategy", "tit-for-tat"], "choose from"),
         (["--agents", "1"], "agents"),
         (["--max-rounds", "0"], "max_rounds"),
+        (["--rail", "paypal"], "rail"),
+        (["--placement", "cloud"], "placement"),
     ]:
         result = runner.invoke(app, ["simulate", "--quiet", *args])
         assert result.exit_code == 2, (args, result.output)

@@ -16,6 +16,7 @@ import msgspec
 import numpy as np
 import pytest
 import structlog
+from prometheus_client import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
 from agents import Trader
@@ -205,6 +206,22 @@ async def test_the_metrics_endpoint_serves_a_populated_latency_histogram(tmp_pat
     agreed = families["negotiator_negotiations"]
     assert any(s.labels.get("outcome") == "agreed" and s.value > 0 for s in agreed.samples)
     assert "negotiator_messages" in families and "negotiator_agents_alive" in families
+    assert "negotiator_payments" in families  # the Lightning rail's own figures
+    assert "negotiator_payment_hops" in families
+    utilization = {s.labels["measure"] for s in families["negotiator_channel_utilization"].samples}
+    assert utilization == {"imbalance", "depleted_share", "turnover", "locked_share"}
+    events = {s.labels["event"] for s in families["negotiator_rail_events"].samples}
+    assert {"rebalances", "splices", "watchtower_interventions"} <= events
+    final = {  # at the end every agreement was paid over Lightning
+        f.name: f
+        for f in text_string_to_metric_families(
+            generate_latest(sim.runtime.metrics.registry()).decode()
+        )
+    }
+    paid = [s for s in final["negotiator_payments"].samples if s.name.endswith("_total")]
+    assert [(s.labels["outcome"], s.labels["rail"], s.value) for s in paid] == [
+        ("succeeded", "lightning", summary.run.settled)
+    ]
 
 
 def test_sigint_stops_cleanly_with_a_consistent_ledger(tmp_path: Path) -> None:
