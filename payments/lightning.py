@@ -162,7 +162,12 @@ class SimulatedLightning:
         else:
             network = self.network
             try:
-                payment = network.send(src, dst, amount, h, final_cltv=self.min_final_cltv)
+                try:
+                    payment = network.send(src, dst, amount, h, final_cltv=self.min_final_cltv)
+                except PaymentFailed:
+                    if not self._replenish(src, dst, amount):
+                        raise
+                    payment = network.send(src, dst, amount, h, final_cltv=self.min_final_cltv)
             except PaymentFailed as exc:
                 stats.attempts += 1
                 if not self.onchain_fallback:
@@ -194,6 +199,73 @@ class SimulatedLightning:
             stats.fees_msat += fee
         stats.amount_msat += amount
         return PaymentResult(h, preimage, amount, fee)
+
+    def _replenish(self, src: int, dst: int, amount: int) -> bool:
+        """Liquidity management after a failed attempt; returns whether anything changed.
+
+        What a service provider does: the payer splices its own savings into its channel when
+        it lacks outbound liquidity; the payee's peer splices in on its side when the payee
+        lacks inbound liquidity (selling inbound capacity is the provider's business); and when
+        neither is the problem, hubs rebalance depleted channels between them circularly. Any
+        splice waits for its confirmation.
+        """
+        network = self.network
+        g = network.graph
+        p = network.params
+        need = amount + p.max_fee_base_msat + amount * p.max_fee_ppm // 1_000_000
+        spliced = False
+        if g.outbound(src) < need:
+            spliced |= self._splice(src, src, need - g.outbound(src))
+        if g.inbound(dst) < amount:
+            edges = [e for e in g.adjacency[dst] if g.open[e >> 1]]
+            if edges:
+                widest = max(edges, key=lambda e: g.capacity[e >> 1])
+                spliced |= self._splice(g.target[widest], dst, amount - g.inbound(dst))
+        if spliced:
+            network.chain.mine(network.splice_depth)
+            return True
+        return self._rebalance_hubs()
+
+    def _splice(self, node: int, towards: int, short: int) -> bool:
+        """``node`` splices twice the shortfall (or what its wallet allows) into its channel with
+        ``towards`` (its widest channel when they are the same node)."""
+        network = self.network
+        g = network.graph
+        chain = network.chain
+        edges = [e for e in g.adjacency[node] if g.open[e >> 1]]
+        if towards != node:
+            edges = [e for e in edges if g.target[e] == towards]
+        if not edges:
+            return False
+        top_up = min(chain.wallet(node) - chain.tx_fee_msat, 2 * short)
+        if top_up < short:
+            return False
+        widest = max(edges, key=lambda e: g.capacity[e >> 1])
+        network.splice_in(widest >> 1, node, top_up)
+        return True
+
+    def _rebalance_hubs(self) -> bool:
+        """Hubs refill channels to other hubs that are under 10% on their side, circularly."""
+        network = self.network
+        g = network.graph
+        hubs = self._hubs
+        moved = False
+        for hub in hubs:
+            mesh = [e for e in g.adjacency[hub] if g.open[e >> 1] and g.target[e] in hubs]
+            for poor in mesh:
+                capacity = g.capacity[poor >> 1]
+                if g.spendable(poor) >= capacity // 10:
+                    continue
+                rich = max(mesh, key=g.spendable)
+                move = min(capacity // 2 - g.spendable(poor), g.spendable(rich) // 2)
+                if rich == poor or move <= 0:
+                    continue
+                try:
+                    network.rebalance(hub, rich >> 1, poor >> 1, move)
+                except PaymentFailed:
+                    continue
+                moved = True
+        return moved
 
     def _onchain(self, src: int, dst: int, amount: int, why: str, payer: int) -> int:
         """An on-chain HTLC to the payee's node, claimed with the preimage at one confirmation."""

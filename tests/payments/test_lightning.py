@@ -88,6 +88,8 @@ async def test_without_a_route_it_settles_on_chain_with_the_same_hash_or_fails_w
 ):
     for fallback in (True, False):
         r = rail(fallback=fallback, inbound=1_000 * SAT)  # sellers can receive almost nothing
+        for hub in r.placement.hubs:
+            r.network.chain.wallets[hub] = 0  # ... and their hubs cannot splice more in
         invoice = await r.create_invoice(1, 50_000 * SAT, "agreement-9", "")
         if fallback:
             result = await r.pay(0, invoice)
@@ -113,3 +115,46 @@ async def test_unknown_and_expired_invoices_are_refused() -> None:
     now[0] += 3601
     with pytest.raises(PaymentFailed, match="expired"):
         await r.pay(0, invoice)
+
+
+async def test_a_payer_short_of_outbound_liquidity_splices_in_from_its_wallet_first() -> None:
+    r = rail(inbound=5_000_000 * SAT)  # the payee can receive it: only the payer is short
+    net = r.network
+    node = r.placement.node_of[0]
+    total = r.total_msat
+    wallet = net.chain.wallet(node)
+    invoice = await r.create_invoice(1, 1_200_000 * SAT, "big", "")  # more than its channel holds
+    result = await r.pay(0, invoice)
+    assert r.stats.outcomes == {"succeeded": 1}  # over Lightning, not on chain
+    assert net.counters.splices == 1 and net.chain.wallet(node) < wallet
+    assert result.fee_msat < net.chain.tx_fee_msat and r.total_msat == total
+
+
+async def test_a_payee_short_of_inbound_liquidity_gets_it_from_its_hub() -> None:
+    r = rail(inbound=100_000 * SAT)  # the sellers' hubs sold them little inbound capacity
+    hub = r.network.graph.target[r.network.graph.adjacency[r.placement.node_of[1]][0]]
+    invoice = await r.create_invoice(1, 300_000 * SAT, "sale", "")
+    await r.pay(0, invoice)
+    assert r.stats.outcomes == {"succeeded": 1} and r.network.counters.splices == 1
+    assert r.network.chain.wallet(hub) < 500_000 * SAT  # the hub paid for the splice
+
+
+async def test_hubs_rebalance_a_depleted_channel_between_them() -> None:
+    funding = {i: 1_000_000 * SAT for i in range(6)}
+    graph, placement = community_graph(funding, hubs=3, own_nodes=False, seed=7)
+    net = LightningNetwork(graph)
+    r = SimulatedLightning(net, placement, accounts=funding, onchain_fallback=False)
+    hub0, hub1, _ = placement.hubs
+    e = next(e for e in graph.adjacency[hub0] if graph.target[e] == hub1)
+    c = e >> 1
+    graph.balance[e ^ 1] += graph.balance[e] - graph.reserve[c]  # hub0 -> hub1 drained
+    graph.balance[e] = graph.reserve[c]
+    graph.capacity[c] = graph.balance[e] + graph.balance[e ^ 1]
+    total = r.total_msat
+    assert await r.balance(0) == 1_000_000 * SAT
+    net.finder.learn_failure(  # and hub0 -> hub2 -> hub1 is believed dry as well
+        next(x for x in graph.adjacency[hub0] if graph.target[x] != hub1), 1
+    )
+    await r.pay(0, await r.create_invoice(1, 600_000 * SAT, "a", ""))  # hub0's agent -> hub1's
+    assert net.counters.rebalances >= 1 and r.stats.outcomes == {"succeeded": 1}
+    assert r.total_msat == total
