@@ -83,7 +83,10 @@ class PathFinder:
         self.params = params or RoutingParams()
         self.clock = clock
         self._version = -1
-        self._trees: dict[tuple[int, int], list[int]] = {}
+        self._trees: dict[tuple[int, int], tuple[int, list[int]]] = {}
+        """(source, amount class) -> (what had been learned when it was built, predecessors)."""
+        self._learned = 0
+        """Bumped with every failure learned."""
         self.tree_builds = 0
         self.searches = 0
         self._failed_amount = np.zeros(0)
@@ -164,10 +167,12 @@ class PathFinder:
         ):
             self._failed_amount[e] = amount
             self._failed_at[e] = self.clock()
+            self._learned += 1
 
     def forget(self) -> None:
         """Drop everything learned (e.g. after rebalancing or splicing)."""
         self._failed_amount[:] = np.inf
+        self._learned += 1
 
     # -- searching -----------------------------------------------------------------------------
 
@@ -176,19 +181,27 @@ class PathFinder:
         self._refresh()
         bucket = -(-max(amount, 1).bit_length() // 3)  # amount classes a factor of 8 wide
         key = (src, bucket)
-        tree = self._trees.get(key)
-        if tree is None:
+        cached = self._trees.get(key)
+        if cached is None:
             self.tree_builds += 1
-            tree = self._search(src, 1 << (3 * bucket), learned=False, first_hop=False)
-            self._trees[key] = tree
-        path = self._path(tree, src, dst, amount, ())
-        if (
-            path is not None
-            and all(self.usable(e, amount) for e in path)
-            and (self.graph.spendable(path[0]) >= amount)
-        ):
+            cached = (self._learned, self._search(src, 1 << (3 * bucket), first_hop=False))
+            self._trees[key] = cached
+        path = self._path(cached[1], src, dst, amount, ())
+        if path is not None and self._valid(path, amount):
             return path
+        if cached[0] != self._learned:  # learned something since: rebuild this source's tree
+            self.tree_builds += 1
+            cached = (self._learned, self._search(src, 1 << (3 * bucket), first_hop=False))
+            self._trees[key] = cached
+            path = self._path(cached[1], src, dst, amount, ())
+            if path is not None and self._valid(path, amount):
+                return path
         return self.shortest(src, dst, amount)
+
+    def _valid(self, path: Path, amount: int) -> bool:
+        return all(self.usable(e, amount) for e in path) and (
+            self.graph.spendable(path[0]) >= amount
+        )
 
     def _search(
         self,
