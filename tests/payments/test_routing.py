@@ -137,6 +137,7 @@ def test_a_failed_edge_is_avoided_for_as_much_until_it_is_forgotten() -> None:
     assert finder.best(0, 2, 100_000) == [0]
     finder.learn_failure(0, 100_000)
     assert finder.best(0, 2, 100_000) == [2, 4]
-    assert finder.best(0, 2, 50_000) == [0]  # smaller amounts may still pass
+    assert finder.shortest(0, 2, 50_000) == [0]  # smaller amounts may still pass
     now[0] = 11.0
     assert finder.best(0, 2, 100_000) == [0]
+    assert finder.shortest(0, 2, 100_000) == [0]
