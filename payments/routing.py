@@ -23,7 +23,9 @@ from __future__ import annotations
 import heapq
 import math
 import time
-from collections.abc import Callable, Iterable
+from array import array
+from collections import OrderedDict
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -62,6 +64,8 @@ class RoutingParams:
     """Fee budget: at most 1% of the amount ..."""
     max_fee_base_msat: int = 5_000
     """... plus this much (small payments pay base fees)."""
+    max_tree_entries: int = 1 << 25
+    """Memory bound of the route cache: trees x nodes (4 bytes each, 128 MiB)."""
 
     def __post_init__(self) -> None:
         if min(self.alpha, self.beta, self.gamma) < 0 or self.theta < 0:
@@ -84,7 +88,7 @@ class PathFinder:
         self.params = params or RoutingParams()
         self.clock = clock
         self._version = -1
-        self._trees: dict[tuple[int, int], tuple[int, float, list[int]]] = {}
+        self._trees: OrderedDict[tuple[int, int], tuple[int, float, Sequence[int]]] = OrderedDict()
         """(source, amount class) -> (what had been learned when it was built, when the first
         failure it avoids will be forgotten, predecessors)."""
         self._bans_expire = math.inf
@@ -180,26 +184,60 @@ class PathFinder:
     # -- searching -----------------------------------------------------------------------------
 
     def best(self, src: int, dst: int, amount: int) -> Path | None:
-        """The lowest-weight usable path, from the cached tree when it is still valid."""
+        """The lowest-weight usable path, from the cached tree when it is still valid.
+
+        A node with a single channel (an agent's node on its hub) takes that channel and then
+        its peer's tree: one tree per hub serves every customer, not one per customer.
+        """
         self._refresh()
-        bucket = -(-max(amount, 1).bit_length() // 3)  # amount classes a factor of 8 wide
-        key = (src, bucket)
-        cached = self._trees.get(key)
-        if cached is None or self.clock() >= cached[1]:
-            cached = self._tree(src, bucket)
-            self._trees[key] = cached
-        path = self._path(cached[2], src, dst, amount, ())
-        if path is not None and self._valid(path, amount):
+        g = self.graph
+        out = g.adjacency[src]
+        if len(out) == 1 and src != dst:
+            first = out[0]
+            peer = g.target[first]
+            rest = [] if peer == dst else self._tree_path(peer, dst, amount)
+            if rest is not None and self.usable(first, amount) and g.spendable(first) >= amount:
+                return [first, *rest]
+            return self.shortest(src, dst, amount)
+        path = self._tree_path(src, dst, amount)
+        if path is not None and g.spendable(path[0]) >= amount:
             return path
-        if cached[0] != self._learned:  # learned something since: rebuild this source's tree
-            cached = self._tree(src, bucket)
-            self._trees[key] = cached
-            path = self._path(cached[2], src, dst, amount, ())
-            if path is not None and self._valid(path, amount):
-                return path
         return self.shortest(src, dst, amount)
 
-    def _tree(self, src: int, bucket: int) -> tuple[int, float, list[int]]:
+    def _tree_path(self, src: int, dst: int, amount: int) -> Path | None:
+        """The cached tree's path, if every edge on it is usable for ``amount``; the tree is
+        rebuilt once if the sender has learned a failure since it was built."""
+        bucket = -(-max(amount, 1).bit_length() // 3)  # amount classes a factor of 8 wide
+        key = (src, bucket)
+        trees = self._trees
+        cached = trees.get(key)
+        if cached is None or self.clock() >= cached[1]:
+            cached = self._cache(key)
+        else:
+            trees.move_to_end(key)
+        path = self._path(cached[2], src, dst, amount, (), first_hop=False)
+        if path is not None and all(self.usable(e, amount) for e in path):
+            return path
+        if cached[0] != self._learned:  # learned something since: rebuild this source's tree
+            cached = self._cache(key)
+            path = self._path(cached[2], src, dst, amount, (), first_hop=False)
+            if path is not None and all(self.usable(e, amount) for e in path):
+                return path
+        return None
+
+    def _cache(self, key: tuple[int, int]) -> tuple[int, float, Sequence[int]]:
+        """Build the tree for ``key`` and keep it, dropping the least recently used beyond the
+        memory bound (``max_tree_entries`` node entries, 4 bytes each)."""
+        cached = self._tree(*key)
+        trees = self._trees
+        trees[key] = cached
+        trees.move_to_end(key)
+        limit = max(16, self.params.max_tree_entries // max(len(self.graph.nodes), 1))
+        while len(trees) > limit:
+            trees.popitem(last=False)
+        return cached
+
+    def _tree(self, src: int, bucket: int) -> tuple[int, float, Sequence[int]]:
         """Shortest-path tree for an amount class, pruned and weighted for the top of the class:
         a path read off it suits every amount in the class (checked again for the exact one),
         at the price of sometimes avoiding an edge a smaller amount could have used.
@@ -211,11 +249,6 @@ class PathFinder:
         pred = self._search(src, 1 << (3 * bucket), first_hop=False)
         return learned, self._bans_expire, pred
 
-    def _valid(self, path: Path, amount: int) -> bool:
-        return all(self.usable(e, amount) for e in path) and (
-            self.graph.spendable(path[0]) >= amount
-        )
-
     def _search(
         self,
         src: int,
@@ -225,7 +258,7 @@ class PathFinder:
         first_hop: bool = True,
         banned_edges: Iterable[int] = (),
         banned_nodes: Iterable[int] = (),
-    ) -> list[int]:
+    ) -> Sequence[int]:
         """Predecessor node of every node on the shortest-path tree from ``src`` (scipy, in C)."""
         g = self.graph
         self.searches += 1
@@ -252,7 +285,7 @@ class PathFinder:
             mask &= ~(banned[self._src] | banned[self._dst])
         m = mask[self._order]
         if not m.any():
-            return [-9999] * n
+            return array("i", [-9999]) * n
         w = np.maximum(self._s_w0[m] + self._s_w1[m] * amount, 1e-9)
         rows, cols = self._s_src[m], self._s_dst[m]
         if self._parallel:  # keep the cheapest of parallel edges
@@ -265,12 +298,11 @@ class PathFinder:
         np.cumsum(np.bincount(rows, minlength=n), out=indptr[1:])
         matrix = csr_matrix((w, cols, indptr), shape=(n, n))
         _, pred = dijkstra(matrix, indices=src, return_predecessors=True)
-        tree: list[int] = pred.tolist()
-        return tree
+        return array("i", pred.astype(np.int32).tobytes())
 
     def _path(
         self,
-        pred: list[int],
+        pred: Sequence[int],
         src: int,
         dst: int,
         amount: int,
