@@ -9,7 +9,14 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from payments import ChannelGraph, PathFinder, Policy, RoutingParams
+from payments import (
+    ChannelGraph,
+    PathFinder,
+    Policy,
+    RoutingParams,
+    community_graph,
+    scale_free_graph,
+)
 
 
 def random_graph(seed: int, nodes: int, channels: int) -> ChannelGraph:
@@ -141,3 +148,17 @@ def test_a_failed_edge_is_avoided_for_as_much_until_it_is_forgotten() -> None:
     now[0] = 11.0
     assert finder.best(0, 2, 100_000) == [0]
     assert finder.shortest(0, 2, 100_000) == [0]
+
+
+def test_customers_of_a_hub_share_its_tree_and_the_cache_is_bounded() -> None:
+    graph, placement = community_graph({i: 10_000_000 for i in range(60)}, hubs=3, seed=2)
+    finder = PathFinder(graph)
+    for agent in range(60):
+        src, dst = placement.node_of[agent], placement.node_of[(agent + 1) % 60]
+        path = finder.best(src, dst, 50_000)
+        assert path is not None and path == finder.shortest(src, dst, 50_000)
+    assert finder.tree_builds <= 3  # one per hub, not one per agent
+    small = PathFinder(scale_free_graph(200, seed=1), RoutingParams(max_tree_entries=200 * 20))
+    for src in range(100):
+        small.best(src, (src + 50) % 200, 10_000)
+    assert small.tree_builds == 100 and len(small._trees) == 20
