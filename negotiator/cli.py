@@ -61,6 +61,17 @@ def simulate(
     placement: Annotated[
         str, typer.Option(help="node: a node per agent; hub: accounts on hub nodes.")
     ] = "node",
+    cln: Annotated[
+        list[str] | None,
+        typer.Option(help="--rail cln: a node as NAME=SOCKET (lightning-rpc path); repeat."),
+    ] = None,
+    cln_dir: Annotated[
+        Path | None,
+        typer.Option(help="--rail cln: every DIR/<name>/regtest/lightning-rpc is a node."),
+    ] = None,
+    settlement: Annotated[
+        str, typer.Option(help="--rail cln: per_trade or netted (one payment per node pair).")
+    ] = "per_trade",
     metrics_port: Annotated[
         int | None, typer.Option(help="Serve Prometheus metrics on 127.0.0.1:PORT (0: any).")
     ] = None,
@@ -85,6 +96,8 @@ def simulate(
             rail=rail,
             hubs=hubs,
             placement=placement,
+            cln_nodes=_cln_nodes(cln or [], cln_dir),
+            settlement=settlement,
             runtime=RuntimeConfig(
                 engine=engine,
                 shards=shards,
@@ -165,6 +178,23 @@ def _table(data: dict[str, object]) -> Table:
     for name, value in rows:
         table.add_row(name, str(value))
     return table
+
+
+def _cln_nodes(specs: list[str], directory: Path | None) -> dict[str, str]:
+    """Nodes from ``NAME=SOCKET`` options and from a directory of lightning-dirs."""
+    nodes: dict[str, str] = {}
+    for spec in specs:
+        name, sep, path = spec.partition("=")
+        if not sep or not name or not path:
+            raise typer.BadParameter(f"--cln wants NAME=SOCKET, got {spec!r}")
+        nodes[name] = path
+    if directory is not None:
+        found = sorted(directory.glob("*/regtest/lightning-rpc"))
+        if not found:
+            raise typer.BadParameter(f"no */regtest/lightning-rpc under {directory}")
+        for socket in found:
+            nodes[socket.parent.parent.name] = str(socket)
+    return nodes
 
 
 def _payment_rows(data: dict[str, object]) -> list[tuple[str, object]]:

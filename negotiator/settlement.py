@@ -41,6 +41,9 @@ class Rail(Protocol):
     """Short label for metrics (``inprocess``, ``lightning``, ``cln``)."""
     stats: PaymentStats
     """What the rail did with its payments (filled by the rail, exported by the metrics)."""
+    concurrency: int
+    """How many of its calls the settler should keep in flight: 1 for a rail that never
+    suspends (in-process), more for one that waits on the network."""
 
     async def create_invoice(
         self, payee: int, amount_msat: int, label: str, description: str

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import anyio
@@ -70,6 +70,8 @@ class Settler:
         self.workers = workers
         self.timeout_s = timeout_s
         self.clock = clock
+        self.concurrency = max(1, int(getattr(rail, "concurrency", 1)))
+        """Rail calls in flight at once: 1 for in-process rails, more for remote ones."""
         self._jobs: asyncio.Queue[Agreement | Pay | tuple[int, str]] = asyncio.Queue()
         self._pending: dict[int, _Pending] = {}
         self._busy = 0
@@ -178,27 +180,47 @@ class Settler:
     async def _ledger(self, fn: Callable[..., Any], *args: Any) -> Any:
         return await anyio.to_thread.run_sync(fn, *args, limiter=self._db)
 
+    async def _each(self, items: list[Any], step: Callable[[Any], Awaitable[None]]) -> None:
+        """Run ``step`` over ``items``: one after another for a rail that never suspends (with
+        a yield every time slice), or up to the rail's concurrency at once for a remote one."""
+        if self.concurrency <= 1:
+            clock = self.clock
+            slice_end = clock() + _SLICE_S
+            for item in items:
+                if clock() > slice_end:  # an in-process rail never suspends: let negotiations run
+                    await asyncio.sleep(0)
+                    slice_end = clock() + _SLICE_S
+                await step(item)
+            return
+        limiter = anyio.CapacityLimiter(self.concurrency)
+
+        async def bounded(item: Any) -> None:
+            async with limiter:
+                await step(item)
+
+        async with anyio.create_task_group() as tg:
+            for item in items:
+                tg.start_soon(bounded, item)
+
     async def _invoice(self, agreements: list[Agreement]) -> None:
         issued: list[tuple[Agreement, Invoice]] = []
         failed: list[tuple[Agreement, str]] = []
-        clock = self.clock
-        slice_end = clock() + _SLICE_S
-        for a in agreements:
-            if clock() > slice_end:  # an in-process rail never suspends: let negotiations run
-                await asyncio.sleep(0)
-                slice_end = clock() + _SLICE_S
+
+        async def issue(a: Agreement) -> None:
             amount = a.amount_msat
             if amount <= 0:
                 failed.append((a, "zero_amount"))
-                continue
+                return
             try:
                 invoice = await self.rail.create_invoice(
                     a.seller, amount, f"agreement-{a.nid}", f"{a.terms.resource} slot {a.slot}"
                 )
             except SettlementError as exc:
                 failed.append((a, exc.reason))
-                continue
+                return
             issued.append((a, invoice))
+
+        await self._each(agreements, issue)
         if issued:  # journaled with its payment hash before anyone can pay
             await self._ledger(
                 self.ledger.record,
@@ -219,25 +241,23 @@ class Settler:
     async def _pay(self, pays: list[Pay]) -> None:
         done: list[tuple[_Pending, PaymentResult]] = []
         failed: list[tuple[int, str]] = []
-        clock = self.clock
-        slice_end = clock() + _SLICE_S
-        for pay in pays:
-            if clock() > slice_end:
-                await asyncio.sleep(0)
-                slice_end = clock() + _SLICE_S
+
+        async def settle(pay: Pay) -> None:
             pending = self._pending.get(pay.nid)
             if pending is None or pending.invoice is None:
                 self.metrics.count(self.metrics.rejected, "unexpected_pay")
-                continue
+                return
             if pay.invoice != pending.invoice or pay.payer != pending.agreement.buyer:
                 failed.append((pay.nid, "invoice_mismatch"))
-                continue
+                return
             try:
                 result = await self.rail.pay(pay.payer, pending.invoice)
             except SettlementError as exc:
                 failed.append((pay.nid, exc.reason))
-                continue
+                return
             done.append((pending, result))
+
+        await self._each(pays, settle)
         if done:
             await self._ledger(
                 self.ledger.mark_settled,

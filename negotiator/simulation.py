@@ -25,6 +25,7 @@ from negotiator.metrics import Exporter, RunMetrics
 from negotiator.runtime import RunReport, Runtime, RuntimeConfig, SlotReport
 from negotiator.settlement import Rail
 from payments import Chain, InProcessRail, LightningNetwork, SimulatedLightning, community_graph
+from payments.cln import ClnNode, ClnRail
 
 MEANFIELD = "meanfield"
 """Bus address of the mean-field service."""
@@ -44,8 +45,18 @@ class SimulationConfig(BaseModel):
     max_rounds: int = Field(10, ge=1, description="offers per negotiation, at most")
     max_partners: int = Field(2, ge=1, description="sellers each buyer negotiates with per slot")
     ledger: str | None = Field(None, description="SQLite ledger path; a temp file when None")
-    rail: Literal["lightning", "inprocess"] = Field(
-        "lightning", description="simulated Lightning network, or plain in-process balances"
+    rail: Literal["lightning", "inprocess", "cln"] = Field(
+        "lightning",
+        description="simulated Lightning network, plain in-process balances, or real Core"
+        " Lightning nodes",
+    )
+    cln_nodes: dict[str, str] = Field(
+        default_factory=dict,
+        description="Core Lightning nodes for --rail cln: name -> JSON-RPC socket path",
+    )
+    settlement: Literal["per_trade", "netted"] = Field(
+        "per_trade",
+        description="cln: one payment per agreement, or one per node pair per netting window",
     )
     hubs: int = Field(4, ge=1, description="Lightning service providers the agents are spread over")
     placement: Literal["node", "hub"] = Field(
@@ -56,9 +67,11 @@ class SimulationConfig(BaseModel):
     runtime: RuntimeConfig = Field(default_factory=RuntimeConfig)
 
     def model_post_init(self, context: Any) -> None:
-        """Reject unknown strategy names early, with the choices."""
+        """Reject unknown strategy names early, with the choices; cln needs its nodes."""
         if self.strategy != "mixed":
             strategy(self.strategy)
+        if self.rail == "cln" and not self.cln_nodes:
+            raise ValueError("--rail cln needs nodes: --cln NAME=SOCKET (repeat) or --cln-dir")
 
 
 class Summary(msgspec.Struct, frozen=True):
@@ -209,9 +222,14 @@ def build(config: SimulationConfig, *, metrics: RunMetrics | None = None) -> Sim
 
 
 def _rail(config: SimulationConfig, funding: dict[int, int], inbound: dict[int, int]) -> Rail:
-    """The settlement rail: a Lightning community on hubs (default) or plain balances."""
+    """The settlement rail: a simulated Lightning community on hubs (default), real Core
+    Lightning nodes with the agents spread over them, or plain balances."""
     if config.rail == "inprocess":
         return InProcessRail(funding, seed=config.seed)
+    if config.rail == "cln":
+        nodes = [ClnNode(name, path) for name, path in sorted(config.cln_nodes.items())]
+        node_of = {agent: agent % len(nodes) for agent in funding}  # many agents per node
+        return ClnRail(nodes, node_of, accounts=funding, mode=config.settlement, seed=config.seed)
     graph, placement = community_graph(
         funding,
         inbound=inbound,

@@ -24,6 +24,7 @@ class InProcessRail:
     """Balances in a dict, invoices in a dict, nothing else."""
 
     name = "inprocess"
+    concurrency = 1
 
     def __init__(
         self,

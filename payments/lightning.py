@@ -33,6 +33,7 @@ class SimulatedLightning:
     """A rail over a simulated Lightning network (see the module docstring)."""
 
     name = "lightning"
+    concurrency = 1
 
     def __init__(
         self,

@@ -374,7 +374,8 @@ _ALLOWED: dict[Phase, set[Phase]] = {
         Phase.WITHDRAWN,
         Phase.EXPIRED,
     },
-    Phase.ACCEPTED: {Phase.SETTLING, Phase.SETTLED, Phase.FAILED},
+    # the runtime's Timeout voids an Accept that lost the race with the deadline
+    Phase.ACCEPTED: {Phase.SETTLING, Phase.SETTLED, Phase.FAILED, Phase.EXPIRED},
     Phase.SETTLING: {Phase.SETTLED, Phase.FAILED},
 }
 
