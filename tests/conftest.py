@@ -27,3 +27,23 @@ def _quiet_logs() -> Iterator[None]:
     with open(os.devnull, "w") as sink:
         log.configure("warning", json=True, stream=sink)
         yield
+
+
+@pytest.fixture(scope="session")
+def regtest_network() -> Iterator[object]:
+    """bitcoind and three Core Lightning nodes started from the binaries on PATH, bootstrapped
+    into a line alice = bob = carol of two balanced 5M sat channels per link (alice pays carol
+    over two hops; more than one channel carries goes in parts); skips without them."""
+    from payments.regtest import LocalRegtest, binaries
+
+    if binaries() is None:
+        pytest.skip(
+            "regtest: bitcoind, bitcoin-cli and lightningd are not on PATH"
+            " (or set $BITCOIND, $BITCOIN_CLI, $LIGHTNINGD)"
+        )
+    network = LocalRegtest(("alice", "bob", "carol")).start()
+    try:
+        network.regtest().bootstrap("line", capacity_sat=5_000_000, push_ratio=0.5, channels=2)
+        yield network
+    finally:
+        network.stop()
