@@ -31,6 +31,7 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/negotiation_throughput.py --agents 10000
 	$(BIN)/python benchmarks/vs_negmas.py
 	$(BIN)/python benchmarks/payments_throughput.py --nodes 1000
+	$(BIN)/python benchmarks/cln_overhead.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis .import_linter_cache
