@@ -34,6 +34,9 @@ class TypeStats(msgspec.Struct, frozen=True):
     histogram: list[int]
     """Counts per bin of ``Snapshot.bin_edges`` (values outside are clipped to the end bins)."""
     reservation_mean: float
+    drift: float = 0.0
+    """1-Wasserstein distance between this type's distribution of net positions in this slot and
+    in the previous reported slot (same bins: the area between the two CDFs); 0 for the first."""
 
 
 class PriceStats(msgspec.Struct, frozen=True):
@@ -69,6 +72,9 @@ class MeanFieldService:
         self.bin_edges = np.linspace(-span, span, bins + 1)
         self._trades: deque[tuple[np.ndarray, np.ndarray]] = deque(maxlen=price_window)
         self._report: PopulationReport | None = None
+        self._previous: dict[str, np.ndarray] = {}
+        self._current: dict[str, np.ndarray] = {}
+        self._hist_slot: int | None = None
         self._snapshot: Snapshot | None = None
         self._dirty = True
         self._version = 0
@@ -110,12 +116,16 @@ class MeanFieldService:
             net = np.asarray(report.net, np.int64)
             reservation = np.asarray(report.reservation, np.int64)
             lo, hi = self.bin_edges[0], self.bin_edges[-1]
+            if slot != self._hist_slot:  # a new slot's report: its histograms become "previous"
+                self._previous, self._hist_slot = self._current, slot
+                self._current = {}
             for code, name in enumerate(report.type_names):
                 mask = codes == code
                 x = net[mask]
                 if x.size == 0:
                     continue
                 hist, _ = np.histogram(np.clip(x, lo, hi), bins=self.bin_edges)
+                self._current[name] = hist
                 types[name] = TypeStats(
                     count=int(x.size),
                     buyers=int((x > 0).sum()),
@@ -126,9 +136,38 @@ class MeanFieldService:
                     maximum=int(x.max()),
                     histogram=hist.tolist(),
                     reservation_mean=float(reservation[mask].mean()),
+                    drift=self._drift(self._previous.get(name), hist),
                 )
         prices, guidance = self._price_stats()
         return Snapshot(slot, self._version, types, self.bin_edges.tolist(), prices, guidance)
+
+    def _drift(self, before: np.ndarray | None, now: np.ndarray) -> float:
+        """W1 between two histograms on the service's bins: sum |F_before - F_now| * width."""
+        if before is None or before.sum() == 0 or now.sum() == 0:
+            return 0.0
+        cdf_before = np.cumsum(before) / before.sum()
+        cdf_now = np.cumsum(now) / now.sum()
+        return float((np.abs(cdf_before - cdf_now) * np.diff(self.bin_edges)).sum())
+
+    def gauges(self) -> dict[str, Any]:
+        """The figures the metrics export: drift and buyers / sellers per type, prices.
+
+        Read from the last snapshot served, never recomputed here: Prometheus scrapes from the
+        exporter's thread, and only the event loop's thread may rebuild the snapshot.
+        """
+        snap = self._snapshot
+        if snap is None:
+            return {}
+        return {
+            "drift": {name: t.drift for name, t in snap.types.items()},
+            "agents": {
+                (name, role): n
+                for name, t in snap.types.items()
+                for role, n in (("buyer", t.buyers), ("seller", t.sellers))
+            },
+            "guidance_price": snap.guidance_price,
+            "vwap": snap.prices.vwap if snap.prices else None,
+        }
 
     def _price_stats(self) -> tuple[PriceStats | None, int | None]:
         if not self._trades:

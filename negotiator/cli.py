@@ -16,6 +16,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from negotiator import log
+from negotiator.live import LiveView
 from negotiator.metrics import Exporter
 from negotiator.runtime import RuntimeConfig, SlotReport
 from negotiator.simulation import SimulationConfig, Summary, build
@@ -81,6 +82,13 @@ def simulate(
     ] = None,
     log_level: Annotated[str, typer.Option(help="debug, info, warning or error.")] = "warning",
     quiet: Annotated[bool, typer.Option(help="No progress bar or table.")] = False,
+    live: Annotated[
+        bool,
+        typer.Option(
+            help="A live view of throughput, latency, prices and payments instead of the"
+            " progress bar (plain lines when stdout is not a terminal)."
+        ),
+    ] = False,
 ) -> None:
     """Run a simulated energy community: negotiate every slot, settle every agreement."""
     log.configure(log_level)
@@ -119,8 +127,12 @@ def simulate(
         disable=quiet,
     )
     task = progress.add_task("slots", total=slots, info="")
+    view = LiveView(console, sim.runtime.metrics, slots) if live and not quiet else None
 
     def on_slot(report: SlotReport) -> None:
+        if view is not None:
+            view.on_slot(report)
+            return
         info = f"{report.negotiations} negotiations, {report.agreements} agreed"
         progress.update(task, advance=1, info=info)
 
@@ -134,7 +146,7 @@ def simulate(
         )
 
     try:
-        with progress:
+        with view if view is not None else progress:
             summary = anyio.run(
                 main, backend="asyncio", backend_options={"use_uvloop": uvloop_available()}
             )

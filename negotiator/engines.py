@@ -96,6 +96,8 @@ class ShardEngine:
         self._slice_s = slice_s
         """Dispatch for at most this long, then yield to the loop (time, not a message count)."""
         self._queues: list[tuple[Mailbox, dict[int, Agent]]] = []
+        self.handled: list[int] = []
+        """Messages each shard's dispatcher has handled (per-shard throughput)."""
 
     def attach(self, agents: Sequence[Agent]) -> None:
         """Split agents into shards (neighbours by address stay together) and share each queue."""
@@ -106,32 +108,37 @@ class ShardEngine:
             for address in members:
                 self._bus.register(address, queue)
             self._queues.append((queue, members))
+            self.handled.append(0)
 
     async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
         """Run one dispatcher per shard."""
         async with anyio.create_task_group() as tg:
             for i, (queue, members) in enumerate(self._queues):
-                tg.start_soon(self._dispatch, queue, members, name=f"shard-{i}")
+                tg.start_soon(self._dispatch, queue, members, i, name=f"shard-{i}")
             task_status.started()
 
-    async def _dispatch(self, mailbox: Mailbox, members: dict[int, Agent]) -> None:
+    async def _dispatch(self, mailbox: Mailbox, members: dict[int, Agent], shard: int) -> None:
         handle = self._router.handle
         items = mailbox.items
         popleft = items.popleft
         clock = time.perf_counter
         slice_s = self._slice_s
+        handled = self.handled
         while True:
             await mailbox.wait()
             slice_end = clock() + slice_s
+            taken = 0
             while items:
                 for _ in range(32):  # read the clock every 32 messages, not every one
                     if not items:
                         break
                     message = popleft()
+                    taken += 1
                     handle(members[message.receiver], message)
                 if clock() > slice_end:
                     break
             mailbox.taken()
+            handled[shard] += taken
             if items:
                 await asyncio.sleep(0)  # slice used up: let the starter, settler and timers run
 

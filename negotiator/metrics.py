@@ -13,7 +13,7 @@ import bisect
 import math
 from array import array
 from collections.abc import Callable, Iterator
-from typing import Final
+from typing import Any, Final
 
 from prometheus_client import CollectorRegistry, start_http_server
 from prometheus_client.core import (
@@ -183,6 +183,14 @@ class RunMetrics:
         self.rail = "none"
         self.payments: PaymentStats | None = None
         """The rail's payment statistics, once a settler is attached."""
+        self.population_latency = Histogram(LATENCY_BUCKETS)
+        """Round trip of the runtime's snapshot query to the mean-field service."""
+        self.population: Callable[[], dict[str, Any]] = dict
+        """The mean-field service's gauges: drift and agents per type, guidance price, vwap."""
+        self.slot_price: float | None = None
+        """Volume-weighted agreed price of the last slot (msat per 1,000 units)."""
+        self.shard_messages: Callable[[], list[int]] = list
+        """Messages handled per shard dispatcher (shard engine)."""
         self.queue_depth: Callable[[], int] = lambda: 0
         self.overflow: Callable[[], int] = lambda: 0
         self.undeliverable: Callable[[], int] = lambda: 0
@@ -291,6 +299,54 @@ class _Collector:
         yield GaugeMetricFamily("negotiator_slot", "The current trading slot.", value=m.slot)
         if m.payments is not None:
             yield from _payment_families(m.payments, m.rail)
+        yield from _market_families(m)
+
+
+def _market_families(m: RunMetrics) -> Iterator[Metric]:
+    yield m.population_latency.family(
+        "negotiator_meanfield_query_latency_seconds",
+        "Round trip of the runtime's snapshot query to the mean-field service, per slot.",
+    )
+    gauges = m.population()
+    drift = GaugeMetricFamily(
+        "negotiator_meanfield_drift",
+        "1-Wasserstein distance between consecutive slots' distributions of net positions"
+        " (base units), per agent type.",
+        labels=["type"],
+    )
+    for kind, value in sorted(gauges.get("drift", {}).items()):
+        drift.add_metric([kind], value)
+    yield drift
+    agents = GaugeMetricFamily(
+        "negotiator_meanfield_agents",
+        "Agents that reported wanting to buy or sell in the last slot, per type and role.",
+        labels=["type", "role"],
+    )
+    for (kind, role), n in sorted(gauges.get("agents", {}).items()):
+        agents.add_metric([kind, role], n)
+    yield agents
+    for key, name, doc in (
+        ("guidance_price", "negotiator_meanfield_guidance_price",
+         "The mean-field service's guidance price: VWAP of recent slots (msat per 1,000 units)."),
+        ("vwap", "negotiator_meanfield_vwap",
+         "Volume-weighted average agreed price over the service's window (msat per 1,000 units)."),
+        ("slot_price", "negotiator_slot_price",
+         "Volume-weighted agreed price of the last slot (msat per 1,000 units: msat/kWh)."),
+    ):  # fmt: skip
+        value = m.slot_price if key == "slot_price" else gauges.get(key)
+        gauge = GaugeMetricFamily(name, doc, labels=[])
+        if value is not None:  # declared from the start, valued once there is a price
+            gauge.add_metric([], value)
+        yield gauge
+    family = CounterMetricFamily(
+        "negotiator_shard_messages",
+        "Messages handled by each shard's dispatcher (shard engine throughput; none with the"
+        " task engine).",
+        labels=["shard"],
+    )
+    for i, n in enumerate(m.shard_messages()):
+        family.add_metric([str(i)], n)
+    yield family
 
 
 def _payment_families(p: PaymentStats, rail: str) -> Iterator[Metric]:

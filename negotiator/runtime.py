@@ -167,6 +167,9 @@ class Runtime:
             cfg.engine, self.bus, self.router, shards=cfg.shards, inbox_size=cfg.inbox_size
         )
         self.engine.attach(self.agents)
+        handled = getattr(self.engine, "handled", None)
+        if handled is not None:
+            self.metrics.shard_messages = lambda: list(handled)
         self.metrics.agents_alive = len(self.agents)
         self.metrics.queue_depth = self.bus.queue_depth
         self.metrics.overflow = lambda: self.bus.overflow
@@ -283,6 +286,9 @@ class Runtime:
                 agent.close_slot(slot)
         trades = self.router.slot_trades
         self.router.slot_trades = []
+        volume = sum(q for _, q in trades)
+        if volume:
+            self.metrics.slot_price = sum(p * q for p, q in trades) / volume
         if self.population is not None and trades:
             prices, quantities = zip(*trades, strict=True)
             self.bus.send_to_nowait(
@@ -313,9 +319,12 @@ class Runtime:
     async def _snapshot(self, slot: int) -> object:
         """The mean-field service's snapshot, or the last one known if it does not answer."""
         assert self.population is not None
+        started = self.clock()
         try:
             timeout = self.config.population_timeout_s
-            return await self.bus.request(self.population, SnapshotQuery(slot), timeout)
+            answer = await self.bus.request(self.population, SnapshotQuery(slot), timeout)
+            self.metrics.population_latency.observe(self.clock() - started)
+            return answer
         except BusError as exc:
             _log.error("population_unavailable", slot=slot, error=str(exc))
             return self._view

@@ -207,6 +207,8 @@ def build(config: SimulationConfig, *, metrics: RunMetrics | None = None) -> Sim
     bus = LocalBus(config.runtime.inbox_size)
     service = MeanFieldService()
     bus.serve(MEANFIELD, service.handle)
+    metrics = metrics or RunMetrics()
+    metrics.population = service.gauges
     runtime = Runtime(
         traders,
         rail=rail,

@@ -85,3 +85,38 @@ def test_bad_options_fail_with_a_clear_message() -> None:
         result = runner.invoke(app, ["simulate", "--quiet", *args])
         assert result.exit_code == 2, (args, result.output)
         assert needle in result.output, result.output
+
+
+def test_live_prints_plain_lines_when_stdout_is_not_a_terminal(tmp_path: Path) -> None:
+    args = ["simulate", "--agents", "80", "--slots", "14", "--live", "--seed", "3"]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+    lines = [line for line in result.output.splitlines() if line.startswith("slot ")]
+    assert len(lines) == 14 and lines[-1].startswith("slot 14 / 14:")
+    done = next(line for line in result.output.splitlines() if line.startswith("done:"))
+    assert "payments ok 100.0%" in done and "\x1b[" not in result.output
+
+
+def test_the_live_panel_shows_the_run_in_a_terminal() -> None:
+    from rich.console import Console
+
+    from negotiator.live import LiveView
+    from negotiator.runtime import SlotReport
+    from negotiator.simulation import SimulationConfig, build
+
+    sim = build(SimulationConfig(agents=60, slots=14, seed=1))
+    console = Console(record=True, force_terminal=True, width=100)
+    view = LiveView(console, sim.runtime.metrics, 14)
+    assert view.interactive
+
+    def on_slot(report: SlotReport) -> None:
+        view.on_slot(report)
+
+    import anyio
+
+    with view:
+        anyio.run(lambda: sim.run(on_slot))
+    sim.close()
+    text = console.export_text()
+    assert "14 / 14" in text and "agreement rate" in text and "payments ok" in text
+    assert "100.0% of" in text

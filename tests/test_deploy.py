@@ -75,3 +75,23 @@ def test_the_dashboard_parses_and_every_query_names_an_exported_metric() -> None
         (ROOT / "deploy/grafana/provisioning/datasources/prometheus.yml").read_text()
     )
     assert provisioning["datasources"][0]["uid"] == "prometheus"
+
+
+def test_every_dashboard_metric_is_documented_in_the_readme_table() -> None:
+    dashboard = json.loads((ROOT / "deploy/grafana/dashboards/negotiator.json").read_text())
+    readme = (ROOT / "README.md").read_text()
+    documented = set(
+        re.findall(r"^\| `(negotiator_[a-z_]+)` \| (?:counter|gauge|histogram) \|", readme, re.M)
+    )
+    for panel in dashboard["panels"]:
+        for target in panel["targets"]:
+            for name in re.findall(r"\bnegotiator_[a-z_]+", target["expr"]):
+                family = re.sub(r"_(bucket|sum|count)$", "", name)
+                assert family in documented, (panel["title"], name)
+
+
+def test_every_exported_metric_is_documented_in_the_readme_table() -> None:
+    readme = (ROOT / "README.md").read_text()
+    documented = set(re.findall(r"^\| `(negotiator_[a-z_]+)` \|", readme, re.M))
+    exported = {re.sub(r"_(bucket|sum|count)$", "", n) for n in _exported_names()}
+    assert exported <= documented, exported - documented

@@ -63,3 +63,19 @@ def test_unknown_messages_are_refused() -> None:
         MeanFieldService().handle(object())
     with pytest.raises(ValueError):
         MeanFieldService(bins=0)
+
+
+def test_drift_is_the_wasserstein_distance_between_consecutive_slots() -> None:
+    service = MeanFieldService(bins=10, span=1000.0)  # bins 200 wide over [-1000, 1000]
+    width = 200.0
+    service.handle(PopulationReport(0, ["consumer"], [0, 0], [100, 100], [1, 1]))
+    assert service.snapshot().types["consumer"].drift == 0.0  # nothing to compare with yet
+    service.handle(PopulationReport(1, ["consumer"], [0, 0], [500, 500], [1, 1]))
+    # all the mass moved two bins up: W1 = 2 bin widths
+    assert service.snapshot().types["consumer"].drift == pytest.approx(2 * width)
+    service.handle(TradeReport(1, [200_000], [1000]))  # prices change, the population does not
+    assert service.snapshot().types["consumer"].drift == pytest.approx(2 * width)
+    gauges = service.gauges()
+    assert gauges["drift"] == {"consumer": pytest.approx(400.0)}
+    assert gauges["agents"] == {("consumer", "buyer"): 2, ("consumer", "seller"): 0}
+    assert gauges["guidance_price"] == 200_000
