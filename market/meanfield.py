@@ -112,34 +112,61 @@ class MeanFieldService:
         report = self._report
         if report is not None:
             slot = report.slot
-            codes = np.asarray(report.types, np.int64)
-            net = np.asarray(report.net, np.int64)
-            reservation = np.asarray(report.reservation, np.int64)
-            lo, hi = self.bin_edges[0], self.bin_edges[-1]
+            n = len(report.net)
+            codes = np.fromiter(report.types, np.int64, n)
+            net = np.fromiter(report.net, np.int64, n)
+            reservation = np.fromiter(report.reservation, np.int64, n)
             if slot != self._hist_slot:  # a new slot's report: its histograms become "previous"
                 self._previous, self._hist_slot = self._current, slot
                 self._current = {}
-            for code, name in enumerate(report.type_names):
-                mask = codes == code
-                x = net[mask]
-                if x.size == 0:
-                    continue
-                hist, _ = np.histogram(np.clip(x, lo, hi), bins=self.bin_edges)
-                self._current[name] = hist
-                types[name] = TypeStats(
-                    count=int(x.size),
-                    buyers=int((x > 0).sum()),
-                    sellers=int((x < 0).sum()),
-                    mean=float(x.mean()),
-                    std=float(x.std()),
-                    minimum=int(x.min()),
-                    maximum=int(x.max()),
-                    histogram=hist.tolist(),
-                    reservation_mean=float(reservation[mask].mean()),
-                    drift=self._drift(self._previous.get(name), hist),
-                )
+            types = self._type_stats(report.type_names, codes, net, reservation)
         prices, guidance = self._price_stats()
         return Snapshot(slot, self._version, types, self.bin_edges.tolist(), prices, guidance)
+
+    def _type_stats(
+        self, names: list[str], codes: np.ndarray, net: np.ndarray, reservation: np.ndarray
+    ) -> dict[str, TypeStats]:
+        """Every type's statistics at once: grouped sums by bincount, no per-type masks."""
+        kinds = len(names)
+        bins = len(self.bin_edges) - 1
+        lo, hi = float(self.bin_edges[0]), float(self.bin_edges[-1])
+        x = net.astype(np.float64)
+        count = np.bincount(codes, minlength=kinds)
+        safe = np.maximum(count, 1)
+        mean = np.bincount(codes, weights=x, minlength=kinds) / safe
+        square = np.bincount(codes, weights=x * x, minlength=kinds) / safe
+        var = np.maximum(square - mean * mean, 0.0)
+        buyers = np.bincount(codes, weights=net > 0, minlength=kinds)
+        sellers = np.bincount(codes, weights=net < 0, minlength=kinds)
+        res_mean = np.bincount(codes, weights=reservation, minlength=kinds) / safe
+        low = np.full(kinds, np.iinfo(np.int64).max)
+        high = np.full(kinds, np.iinfo(np.int64).min)
+        np.minimum.at(low, codes, net)
+        np.maximum.at(high, codes, net)
+        # the fixed bins are uniform: a bin index by arithmetic, then one bincount for all types
+        scaled = (x - lo) * (bins / (hi - lo))
+        np.clip(scaled, 0, bins - 1, out=scaled)  # values beyond the span go to the end bins
+        index = scaled.astype(np.int64)
+        index += codes * bins
+        hist = np.bincount(index, minlength=kinds * bins).reshape(kinds, bins)
+        out: dict[str, TypeStats] = {}
+        for code, name in enumerate(names):
+            if count[code] == 0:
+                continue
+            self._current[name] = hist[code]
+            out[name] = TypeStats(
+                count=int(count[code]),
+                buyers=int(buyers[code]),
+                sellers=int(sellers[code]),
+                mean=float(mean[code]),
+                std=float(np.sqrt(var[code])),
+                minimum=int(low[code]),
+                maximum=int(high[code]),
+                histogram=hist[code].tolist(),
+                reservation_mean=float(res_mean[code]),
+                drift=self._drift(self._previous.get(name), hist[code]),
+            )
+        return out
 
     def _drift(self, before: np.ndarray | None, now: np.ndarray) -> float:
         """W1 between two histograms on the service's bins: sum |F_before - F_now| * width."""
