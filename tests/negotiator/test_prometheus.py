@@ -81,12 +81,13 @@ def test_prometheus_quantiles_and_counters_agree_with_the_summary(tmp_path: Path
         summary = anyio.run(sim.run)  # scraped every second while it runs
         run = summary.run
         agreed = run.outcomes["agreed"]
-        _until(  # the exporter keeps serving the final figures until Prometheus has them
-            "the final scrape",
-            lambda: _query(base, 'negotiator_negotiations_total{outcome="agreed"}') == agreed,
+        settled = 'sum(negotiator_settlements_total{outcome="settled"})'
+        _until(  # the exporter keeps serving the final figures until Prometheus has scraped
+            "the final scrape",  # them (settlement finishes after the last negotiation)
+            lambda: _query(base, settled) == run.settled,
         )
-        settled = _query(base, 'sum(negotiator_settlements_total{outcome="settled"})')
-        assert settled == run.settled == agreed
+        assert _query(base, 'negotiator_negotiations_total{outcome="agreed"}') == agreed
+        assert run.settled == agreed
         ours = run.latency_ms["p95"] / 1000
         theirs = _query(
             base,
