@@ -32,6 +32,8 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/vs_negmas.py
 	$(BIN)/python benchmarks/payments_throughput.py --nodes 1000
 	$(BIN)/python benchmarks/cln_overhead.py
+	$(BIN)/python benchmarks/meanfield.py
+	$(BIN)/python benchmarks/mfg_solvers.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis .import_linter_cache
