@@ -15,6 +15,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from market.reports import lq_report, mfg_report
 from negotiator import log
 from negotiator.live import LiveView
 from negotiator.metrics import Exporter
@@ -191,6 +192,66 @@ def _table(data: dict[str, object]) -> Table:
     for name, value in rows:
         table.add_row(name, str(value))
     return table
+
+
+solve_app = typer.Typer(
+    help="Solve a mean-field model, print the solution, plot it.", no_args_is_help=True
+)
+app.add_typer(solve_app, name="solve")
+
+
+def _emit(result: dict[str, object], as_json: bool) -> None:
+    if as_json:
+        print(json.dumps(result))
+        return
+    table = Table(show_header=False)
+    table.add_column("what", style="bold")
+    table.add_column("value")
+    for key, value in result.items():
+        if isinstance(value, list) and value and isinstance(value[0], dict):
+            for i, row in enumerate(value):
+                text = ", ".join(f"{k} {v:.6g}" for k, v in row.items())
+                table.add_row(f"{key}[{i}]", text)
+        else:
+            table.add_row(key, str(value))
+    Console().print(table)
+
+
+@solve_app.command("lq")
+def solve_lq(
+    types: Annotated[int, typer.Option(help="Agent types (parameters drawn with --seed).")] = 10,
+    seed: Annotated[int, typer.Option(help="Seed of the types' parameters.")] = 0,
+    steps: Annotated[int, typer.Option(help="Time steps.")] = 96,
+    horizon: Annotated[float, typer.Option(help="Horizon T.")] = 1.0,
+    plot: Annotated[Path | None, typer.Option(help="Write a PNG of the mean paths.")] = None,
+    json_out: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+) -> None:
+    """The typed linear-quadratic mean-field-type game: Riccati, mean paths, values."""
+    if types < 1 or steps < 1 or horizon <= 0:
+        raise typer.BadParameter("types and steps at least 1, horizon positive")
+    _emit(lq_report(types, seed, steps, horizon, plot), json_out)
+
+
+@solve_app.command("mfg")
+def solve_mfg(
+    game: Annotated[str, typer.Option(help="beach-bar or meeting.")] = "beach-bar",
+    algorithm: Annotated[str, typer.Option(help="fictitious-play, omd or fixed-point.")] = (
+        "fictitious-play"
+    ),
+    iterations: Annotated[int, typer.Option(help="Solver iterations.")] = 100,
+    horizon: Annotated[int, typer.Option(help="Finite game: last decision time T.")] = 10,
+    states: Annotated[int, typer.Option(help="Finite game: positions on the beach.")] = 20,
+    plot: Annotated[Path | None, typer.Option(help="Write a PNG of the solution.")] = None,
+    json_out: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+) -> None:
+    """A mean-field game: exploitability and the equilibrium distribution."""
+    if iterations < 1:
+        raise typer.BadParameter("at least one iteration")
+    try:
+        result = mfg_report(game, algorithm, iterations, horizon, states, plot)
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc)) from None
+    _emit(result, json_out)
 
 
 regtest_app = typer.Typer(
