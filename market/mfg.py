@@ -216,3 +216,140 @@ def beach_bar(
     return FiniteGame(
         horizon, np.full(n, 1.0 / n), 3, reward, lambda t, L_t: P, name=f"beach_bar(n={n})"
     )
+
+
+# -- several populations ---------------------------------------------------------------------
+
+PopReward = Callable[[int, list[np.ndarray]], np.ndarray]
+"""(t, [L_t of every population]) -> r[s, a] of one population."""
+PopTransition = Callable[[int, list[np.ndarray]], np.ndarray]
+"""(t, [L_t of every population]) -> P[s, a, s'] of one population."""
+
+
+@dataclass(frozen=True)
+class Population:
+    """One population of a multi-population game: its states, actions, start and payoffs."""
+
+    mu0: np.ndarray
+    n_actions: int
+    reward: PopReward
+    transition: PopTransition
+    name: str = "population"
+
+
+@dataclass(frozen=True)
+class MultiGame:
+    """Populations coupled through their distributions (each L_k is a distribution)."""
+
+    horizon: int
+    populations: tuple[Population, ...]
+
+    def uniform(self) -> list[np.ndarray]:
+        return [
+            np.full((self.horizon + 1, p.mu0.size, p.n_actions), 1.0 / p.n_actions)
+            for p in self.populations
+        ]
+
+    def view(self, k: int, others: list[np.ndarray]) -> FiniteGame:
+        """Population k's game against the other populations' fixed mean fields ``others``
+        (its own entry is replaced by its current L_t at each step)."""
+        pop = self.populations[k]
+
+        def joint(t: int, L_t: np.ndarray) -> list[np.ndarray]:
+            out = [L[t] for L in others]
+            out[k] = L_t
+            return out
+
+        return FiniteGame(
+            self.horizon,
+            pop.mu0,
+            pop.n_actions,
+            lambda t, L_t: pop.reward(t, joint(t, L_t)),
+            lambda t, L_t: pop.transition(t, joint(t, L_t)),
+            name=pop.name,
+        )
+
+
+def mean_fields(game: MultiGame, pis: list[np.ndarray]) -> list[np.ndarray]:
+    """Every population's state-action distribution, advanced together (the transitions may
+    depend on all of them)."""
+    Ls = [np.empty_like(pi) for pi in pis]
+    for k, pop in enumerate(game.populations):
+        Ls[k][0] = pop.mu0[:, None] * pis[k][0]
+    for t in range(game.horizon):
+        now = [L[t] for L in Ls]
+        for k, pop in enumerate(game.populations):
+            P = pop.transition(t, now)
+            mu_next = np.einsum("sa,sak->k", now[k], P)
+            Ls[k][t + 1] = mu_next[:, None] * pis[k][t + 1]
+    return Ls
+
+
+def multi_exploitability(game: MultiGame, pis: list[np.ndarray]) -> list[float]:
+    """Each population's exploitability against the joint mean field of ``pis``."""
+    Ls = mean_fields(game, pis)
+    out = []
+    for k in range(len(game.populations)):
+        view = game.view(k, Ls)
+        pi = _feasible(pis[k])
+        best, own = _both_q(view, Ls[k], pi)
+        out.append(float(view.mu0 @ best.max(axis=1) - view.mu0 @ (pi[0] * own).sum(axis=1)))
+    return out
+
+
+def multi_fictitious_play(game: MultiGame, iterations: int) -> tuple[list[np.ndarray], list[float]]:
+    """Fictitious play for every population at once: each best-responds to the joint mean
+    field and averages, as in :func:`fictitious_play`. Returns the policies and the total
+    exploitability after every iteration."""
+    pis = game.uniform()
+    history = []
+    for i in range(iterations):
+        Ls = mean_fields(game, pis)
+        step = 1.0 / (i + 2)
+        new = []
+        for k in range(len(game.populations)):
+            view = game.view(k, Ls)
+            br = greedy(q_values(view, Ls[k]))
+            # the best response's own distribution, against the others' current mean fields
+            L_br = mean_field(view, br)
+            mu = Ls[k].sum(axis=-1, keepdims=True)
+            mu_br = L_br.sum(axis=-1, keepdims=True)
+            numer = (1 - step) * mu * pis[k] + step * mu_br * br
+            denom = (1 - step) * mu + step * mu_br
+            with np.errstate(invalid="ignore", divide="ignore"):
+                new.append(np.where(denom > 0, numer / denom, 1.0 / view.n_actions))
+        pis = new
+        history.append(sum(multi_exploitability(game, pis)))
+    return pis, history
+
+
+def matching_grid(n: int = 7, horizon: int = 6, move_cost: float = 0.2) -> MultiGame:
+    """Two populations on a line of n cells, moving left, staying or right (deterministic):
+    population 1 pays for moving and gains nothing by it, so it stays; population 2 gains
+    log(mu_1 / mu_2) where it stands (on average minus the KL divergence of its distribution
+    from population 1's: it wants to match it, not to crowd its densest cell) and pays the
+    same for moving."""
+    P = np.zeros((n, 3, n))
+    for s in range(n):
+        for a in range(3):
+            P[s, a, min(max(s + a - 1, 0), n - 1)] = 1.0
+    cost = -move_cost * np.array([1.0, 0.0, 1.0])
+    x = np.arange(n)
+    first = np.exp(-((x - n // 4) ** 2) / 1.5)
+    second = np.exp(-((x - 3 * n // 4) ** 2) / 1.5)
+
+    def stay(t: int, Ls: list[np.ndarray]) -> np.ndarray:
+        return np.tile(cost, (n, 1))
+
+    def match(t: int, Ls: list[np.ndarray]) -> np.ndarray:
+        other, own = Ls[0].sum(axis=1), Ls[1].sum(axis=1)
+        out: np.ndarray = (np.log(other + 1e-6) - np.log(own + 1e-6))[:, None] + cost[None, :]
+        return out
+
+    return MultiGame(
+        horizon,
+        (
+            Population(first / first.sum(), 3, stay, lambda t, Ls: P, name="stays"),
+            Population(second / second.sum(), 3, match, lambda t, Ls: P, name="matches"),
+        ),
+    )

@@ -96,3 +96,19 @@ def test_bad_games_and_parameters_are_refused() -> None:
         fixed_point(beach_bar(), 3, damping=0.0)
     with pytest.raises(ValueError):
         fictitious_play(beach_bar(), 3, alpha=2.0)
+
+
+def test_two_populations_population_two_matches_population_one() -> None:
+    from market.mfg import matching_grid, mean_fields, multi_exploitability, multi_fictitious_play
+
+    game = matching_grid(n=7, horizon=6)
+    pis, history = multi_fictitious_play(game, 200)
+    assert history[-1] < 0.01 * history[0]
+    first, second = (L.sum(axis=-1) for L in mean_fields(game, pis))
+    # population 1 stays where it started (what moves is fictitious play's fading average
+    # with the uniform first policy: under 1% of the mass after 200 iterations)
+    assert np.abs(first - first[0]).sum(axis=1).max() < 0.01
+    start_gap = np.abs(second[0] - first[0]).sum()
+    end_gap = np.abs(second[-1] - first[-1]).sum()
+    assert end_gap < 0.05 * start_gap  # population 2 has spread itself over population 1
+    assert max(multi_exploitability(game, pis)) < 0.1
