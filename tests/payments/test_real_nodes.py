@@ -114,9 +114,10 @@ async def test_a_node_killed_during_a_batch_pays_nothing_twice_and_explains_the_
     regtest_network.start_node("alice")
     deadline = time.monotonic() + 60
     alice = LightningRpc(regtest_network.socket("alice"))
-    while time.monotonic() < deadline:  # reconnected to its peers
+    while time.monotonic() < deadline:  # reconnected, and nothing in flight any more
         channels = alice.listpeerchannels()["channels"]
-        if all(c.get("peer_connected") for c in channels):
+        pending = [p for p in alice.listpays()["pays"] if p["status"] == "pending"]
+        if all(c.get("peer_connected") for c in channels) and not pending:
             break
         await anyio.sleep(0.5)
     paid: dict[str, int] = {}
