@@ -128,7 +128,7 @@ class Trader:
         if net == 0:
             return None
         imp, exp = self._tariff(slot)
-        guidance = getattr(view, "guidance_price", None)
+        guidance = _anchor_price(view, self.agent_type)
         if net > 0:
             self._side = Side.BUY
             self._reservation = imp
@@ -348,3 +348,15 @@ _DISPATCH: Final[dict[type, Callable[[Trader, Any, float], Sequence[Effect]]]] =
     Paid: Trader._on_paid,
     SettlementFailed: Trader._on_failed,
 }
+
+
+def _anchor_price(view: object, agent_type: str) -> float | None:
+    """The mean-field service's expected clearing price for this type, else its recent VWAP."""
+    advice = getattr(view, "guidance", None)
+    if isinstance(advice, dict):
+        mine = advice.get(agent_type)
+        price = getattr(mine, "price", None)
+        if price is not None:
+            return float(price)
+    vwap = getattr(view, "guidance_price", None)
+    return None if vwap is None else float(vwap)

@@ -13,11 +13,14 @@ It runs on the bus like any other party: :meth:`MeanFieldService.handle` is its 
 from __future__ import annotations
 
 from collections import deque
+from dataclasses import dataclass
 from typing import Any
 
 import msgspec
 import numpy as np
 
+from market.lq import LQType
+from market.lq import solve as solve_lq
 from negotiator.messages import PopulationReport, SnapshotQuery, TradeReport
 
 
@@ -51,6 +54,38 @@ class PriceStats(msgspec.Struct, frozen=True):
     maximum: int
 
 
+class Guidance(msgspec.Struct, frozen=True):
+    """Equilibrium guidance for one type in the coming slot (from the LQ mean-field model)."""
+
+    price: float
+    """Expected clearing price (msat per 1,000 units): the recent VWAP moved by the population's
+    equilibrium imbalance."""
+    position: float
+    """Expected net position left after the slot's trading (units; positive: still buying)."""
+    traded_share: float
+    """1 - position / mean position: the share of the type's need the market is expected to meet."""
+
+
+@dataclass(frozen=True, slots=True)
+class GuidanceModel:
+    """The within-slot trading game behind the guidance, as a typed LQ mean-field-type game.
+
+    Each type's state x is its remaining net position, traded away at rate u (dx = -u dt over a
+    slot of length 1); trading costs 1/2 r u^2 (friction: price concessions), a position left at
+    the end costs 1/2 q_T x^2 (settling with the grid), and holding a position on the crowded
+    side costs s x x_bar. The types' equilibrium mean paths give the expected leftover
+    positions; the expected clearing price is the recent VWAP plus ``impact`` times the
+    population's mean imbalance over the slot, relative to its mean absolute position.
+    """
+
+    r: float = 1.0
+    q_T: float = 4.0  # noqa: N815 (the paper's symbol)
+    s: float = 0.5
+    impact: float = 20_000.0
+    """msat per 1,000 units for a population entirely on one side."""
+    steps: int = 24
+
+
 class Snapshot(msgspec.Struct, frozen=True):
     """What the service answers: the population of the last reported slot and recent prices."""
 
@@ -61,15 +96,26 @@ class Snapshot(msgspec.Struct, frozen=True):
     prices: PriceStats | None
     guidance_price: int | None
     """Volume-weighted average price of the recent window; None before any trade."""
+    guidance: dict[str, Guidance] = {}
+    """Per type: expected clearing price and leftover position in the coming slot (empty until
+    a price has been seen)."""
 
 
 class MeanFieldService:
     """Keeps the population statistics; answer queries from the cached snapshot."""
 
-    def __init__(self, *, bins: int = 32, span: float = 5000.0, price_window: int = 4) -> None:
+    def __init__(
+        self,
+        *,
+        bins: int = 32,
+        span: float = 5000.0,
+        price_window: int = 4,
+        model: GuidanceModel | None = None,
+    ) -> None:
         if bins < 1 or span <= 0 or price_window < 1:
             raise ValueError("bins, span and price_window must be positive")
         self.bin_edges = np.linspace(-span, span, bins + 1)
+        self.model = model or GuidanceModel()
         self._trades: deque[tuple[np.ndarray, np.ndarray]] = deque(maxlen=price_window)
         self._report: PopulationReport | None = None
         self._previous: dict[str, np.ndarray] = {}
@@ -121,7 +167,44 @@ class MeanFieldService:
                 self._current = {}
             types = self._type_stats(report.type_names, codes, net, reservation)
         prices, guidance = self._price_stats()
-        return Snapshot(slot, self._version, types, self.bin_edges.tolist(), prices, guidance)
+        advice = self._guidance(types, guidance) if guidance is not None and types else {}
+        return Snapshot(
+            slot, self._version, types, self.bin_edges.tolist(), prices, guidance, advice
+        )
+
+    def _guidance(self, types: dict[str, TypeStats], vwap: float) -> dict[str, Guidance]:
+        """Solve the slot's LQ mean-field-type game for every type (see GuidanceModel)."""
+        model = self.model
+        names = [n for n, t in types.items() if t.count > 0]
+        scale = sum(abs(types[n].mean) * types[n].count for n in names) / sum(
+            types[n].count for n in names
+        )
+        if scale <= 0:
+            return {n: Guidance(float(vwap), 0.0, 1.0) for n in names}
+        kinds = [
+            LQType(
+                weight=float(types[n].count),
+                a=0.0,
+                b=-1.0,
+                sigma=float(types[n].std) / scale,
+                q=0.0,
+                r=model.r,
+                s=model.s,
+                q_T=model.q_T,
+                x0=float(types[n].mean) / scale,
+            )
+            for n in names
+        ]
+        solution = solve_lq(kinds, steps=model.steps)
+        pressure = float(solution.mean_field.mean())  # the slot's average imbalance, in scale
+        price = float(vwap) + model.impact * pressure
+        out = {}
+        for i, n in enumerate(names):
+            left = float(solution.mean[-1, i]) * scale
+            mean = float(types[n].mean)
+            share = 1.0 - left / mean if mean else 1.0
+            out[n] = Guidance(price, left, share)
+        return out
 
     def _type_stats(
         self, names: list[str], codes: np.ndarray, net: np.ndarray, reservation: np.ndarray

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, ClassVar
 
 import pytest
 
@@ -147,6 +147,21 @@ def test_guidance_anchors_the_opening_offer() -> None:
     buyer.open_slot(0, View())
     (propose,) = buyer.handle(Start(1, SYSTEM, 1, 0, 0, 2, Side.BUY, 1000, 0), 0.0)
     assert propose.terms.price == 190_000  # 5% below the guidance, in its own favour
+
+
+def test_the_types_expected_clearing_price_is_preferred_to_the_recent_vwap() -> None:
+    class Advice:
+        price = 180_000.0
+
+    class View:
+        guidance_price = 200_000
+        guidance: ClassVar[dict[str, object]] = {"consumer": Advice()}
+
+    buyer = trader(1, 1000)
+    assert buyer.agent_type == "consumer"
+    buyer.open_slot(0, View())
+    (propose,) = buyer.handle(Start(1, SYSTEM, 1, 0, 0, 2, Side.BUY, 1000, 0), 0.0)
+    assert propose.terms.price == 171_000  # 5% below the expected clearing price
 
 
 def test_a_runtime_timeout_for_a_negotiation_never_seen_is_ignored_and_closes_it() -> None:

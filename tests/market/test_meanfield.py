@@ -79,3 +79,21 @@ def test_drift_is_the_wasserstein_distance_between_consecutive_slots() -> None:
     assert gauges["drift"] == {"consumer": pytest.approx(400.0)}
     assert gauges["agents"] == {("consumer", "buyer"): 2, ("consumer", "seller"): 0}
     assert gauges["guidance_price"] == 200_000
+
+
+def test_guidance_moves_the_price_with_the_imbalance_and_shrinks_positions() -> None:
+    def guidance(net: list[int]) -> dict[str, object]:
+        service = MeanFieldService()
+        types = [0] * 3 + [1] * 2
+        service.handle(PopulationReport(0, ["consumer", "prosumer"], types, net, [1] * 5))
+        service.handle(TradeReport(0, [150_000], [1000]))
+        return dict(service.snapshot().guidance)
+
+    buyers = guidance([800, 600, 700, -500, -300])  # the population is net buying
+    sellers = guidance([100, 50, 80, -900, -1200])  # net selling
+    assert buyers["consumer"].price > 150_000 > sellers["consumer"].price  # type: ignore[attr-defined]
+    assert buyers["consumer"].price == buyers["prosumer"].price  # type: ignore[attr-defined]
+    for advice, mean in ((buyers["consumer"], 700.0), (buyers["prosumer"], -400.0)):
+        assert 0 < advice.position / mean < 1  # type: ignore[attr-defined]
+        assert 0 < advice.traded_share < 1  # type: ignore[attr-defined]
+    assert MeanFieldService().snapshot().guidance == {}  # no price seen yet: no guidance
