@@ -183,19 +183,32 @@ def solve(
 
 
 def _riccati_exact(p: dict[str, np.ndarray], t: np.ndarray, horizon: float) -> np.ndarray | None:
-    """The Riccati solution in closed form for every type (time x type); None if degenerate."""
+    """The Riccati solution in closed form for every type (time x type); None if degenerate.
+
+    Three cases per type, tau = T - t: the general one (k = b^2/r > 0, d = sqrt(a^2 + k q) > 0)
+    with the roots p+- = (a +- d)/k; d = 0 (a = q = 0): P = q_T / (1 + k q_T tau); k = 0 (no
+    control): the linear equation, P = q_T + q tau (a = 0) or (q_T + q/2a) e^{2 a tau} - q/2a.
+    """
     k = p["b"] ** 2 / p["r"]
-    d = np.sqrt(p["a"] ** 2 + k * p["q"])
-    if np.any(k <= 1e-12) or np.any(d <= 1e-12):
+    a, q, qt = p["a"], p["q"], p["q_T"]
+    tau = (horizon - t)[:, None]
+    d = np.sqrt(a**2 + k * q)
+    general = (k > 1e-12) & (d > 1e-12)
+    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+        p_plus, p_minus = (a + d) / k, (a - d) / k
+        e = np.exp(-2 * d * tau)
+        top = p_plus * (qt - p_minus) - p_minus * (qt - p_plus) * e
+        bottom = (qt - p_minus) - (qt - p_plus) * e
+        out = top / bottom
+        out = np.where((k > 1e-12) & ~general, qt / (1 + k * qt * tau), out)
+        linear = np.where(
+            np.abs(a) > 1e-12, (qt + q / (2 * a)) * np.exp(2 * a * tau) - q / (2 * a), qt + q * tau
+        )
+        out = np.where(k <= 1e-12, linear, out)
+    if not np.all(np.isfinite(out)):
         return None
-    p_plus, p_minus = (p["a"] + d) / k, (p["a"] - d) / k
-    e = np.exp(-2 * d[None, :] * (horizon - t)[:, None])
-    top = p_plus * (p["q_T"] - p_minus) - p_minus * (p["q_T"] - p_plus) * e
-    bottom = (p["q_T"] - p_minus) - (p["q_T"] - p_plus) * e
-    if np.any(np.abs(bottom) < 1e-12):
-        return None
-    out: np.ndarray = top / bottom
-    return out
+    result: np.ndarray = out
+    return result
 
 
 def _backward(g: np.ndarray, f: np.ndarray) -> np.ndarray:

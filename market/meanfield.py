@@ -195,7 +195,7 @@ class MeanFieldService:
             )
             for n in names
         ]
-        solution = solve_lq(kinds, steps=model.steps)
+        solution = solve_lq(kinds, steps=model.steps, tol=1e-9)  # guidance, not a proof
         pressure = float(solution.mean_field.mean())  # the slot's average imbalance, in scale
         price = float(vwap) + model.impact * pressure
         out = {}
@@ -219,15 +219,16 @@ class MeanFieldService:
         mean = np.bincount(codes, weights=x, minlength=kinds) / safe
         square = np.bincount(codes, weights=x * x, minlength=kinds) / safe
         var = np.maximum(square - mean * mean, 0.0)
-        buyers = np.bincount(codes, weights=net > 0, minlength=kinds)
-        sellers = np.bincount(codes, weights=net < 0, minlength=kinds)
+        signs = np.bincount(codes * 3 + np.sign(net) + 1, minlength=kinds * 3).reshape(kinds, 3)
+        sellers, buyers = signs[:, 0], signs[:, 2]  # one pass: -, 0, + per type
         res_mean = np.bincount(codes, weights=reservation, minlength=kinds) / safe
         low = np.full(kinds, np.iinfo(np.int64).max)
         high = np.full(kinds, np.iinfo(np.int64).min)
         np.minimum.at(low, codes, net)
         np.maximum.at(high, codes, net)
         # the fixed bins are uniform: a bin index by arithmetic, then one bincount for all types
-        scaled = (x - lo) * (bins / (hi - lo))
+        scaled = x - lo
+        scaled *= bins / (hi - lo)
         np.clip(scaled, 0, bins - 1, out=scaled)  # values beyond the span go to the end bins
         index = scaled.astype(np.int64)
         index += codes * bins

@@ -92,8 +92,16 @@ def test_bad_parameters_are_refused() -> None:
         solve([LQType(0.0)])
 
 
-def test_a_degenerate_type_falls_back_to_integration() -> None:
-    idle = LQType(1.0, a=0.0, b=1.0, q=0.0, q_T=2.0)  # d = 0: no closed form
-    sol = solve([idle], steps=50)
-    # dP/dt = (b^2/r) P^2 with P(T) = 2: P(t) = 2 / (1 + 2 (T - t))
-    assert sol.P[:, 0] == pytest.approx(2 / (1 + 2 * (1 - sol.t)), rel=1e-6)
+@pytest.mark.parametrize(
+    "kind",
+    [
+        LQType(1.0, a=0.0, b=1.0, q=0.0, q_T=2.0),  # d = 0: P = q_T / (1 + k q_T (T - t))
+        LQType(1.0, a=0.3, b=0.0, q=1.0, q_T=0.5),  # no control: a linear equation
+        LQType(1.0, a=0.0, b=0.0, q=2.0, q_T=1.0),  # no control, no drift: P = q_T + q (T - t)
+    ],
+)
+def test_the_degenerate_types_have_closed_forms_too(kind: LQType) -> None:
+    sol = solve([kind], steps=400)
+    assert np.abs(sol.P[:, 0] - riccati([kind], 1.0, 400)[:, 0]).max() < 1e-9
+    if kind.a == 0 and kind.q == 0:
+        assert sol.P[:, 0] == pytest.approx(2 / (1 + 2 * (1 - sol.t)), rel=1e-12)
