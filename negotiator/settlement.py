@@ -12,6 +12,7 @@ from typing import Protocol
 
 import msgspec
 
+from negotiator.errors import InvoiceError
 from negotiator.messages import Invoice
 from negotiator.metrics import PaymentStats
 
@@ -32,6 +33,16 @@ class PaymentResult(msgspec.Struct, frozen=True, gc=False):
     preimage: str
     amount_msat: int
     fee_msat: int
+
+
+def reissue(existing: Invoice | None, payee: int, amount_msat: int, label: str) -> Invoice | None:
+    """The idempotency rule every rail applies to a label it has seen: the same payee and amount
+    get the same invoice back, other terms are refused (InvoiceError ``label_reused``)."""
+    if existing is None:
+        return None
+    if existing.payee != payee or existing.amount_msat != amount_msat:
+        raise InvoiceError("label_reused", f"label {label!r} has other terms")
+    return existing
 
 
 class Rail(Protocol):

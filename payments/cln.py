@@ -37,7 +37,7 @@ import structlog
 from negotiator.errors import AlreadyPaid, InvoiceError, PaymentFailed
 from negotiator.messages import Invoice
 from negotiator.metrics import PaymentStats
-from negotiator.settlement import PaymentResult, PaymentStatus
+from negotiator.settlement import PaymentResult, PaymentStatus, reissue
 
 _log = structlog.get_logger(__name__)
 
@@ -183,10 +183,9 @@ class ClnRail:
         preimage = self._preimage(full)
         payment_hash = hashlib.sha256(bytes.fromhex(preimage)).hexdigest()
         known = self._invoices.get(payment_hash)
-        if known is not None:
-            if known[0].amount_msat != amount_msat or known[0].payee != payee:
-                raise InvoiceError("label_reused", f"label {label!r} has other terms")
-            return known[0]
+        existing = reissue(known[0] if known else None, payee, amount_msat, label)
+        if existing is not None:
+            return existing
         if self.mode == "netted":  # settled by a net payment: the proof is the rail's preimage
             invoice = Invoice(
                 payee,

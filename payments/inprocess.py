@@ -17,7 +17,7 @@ from collections.abc import Callable, Mapping
 from negotiator.errors import AlreadyPaid, InvoiceError, PaymentFailed
 from negotiator.messages import Invoice
 from negotiator.metrics import PaymentStats
-from negotiator.settlement import PaymentResult, PaymentStatus
+from negotiator.settlement import PaymentResult, PaymentStatus, reissue
 
 
 class InProcessRail:
@@ -61,10 +61,8 @@ class InProcessRail:
             raise InvoiceError("unknown_payee", f"no account {payee}")
         if amount_msat <= 0:
             raise InvoiceError("bad_amount", f"{amount_msat} msat")
-        existing = self._by_label.get(label)
+        existing = reissue(self._by_label.get(label), payee, amount_msat, label)
         if existing is not None:
-            if existing.payee != payee or existing.amount_msat != amount_msat:
-                raise InvoiceError("label_reused", f"label {label!r} has other terms")
             return existing
         preimage = self._preimage(label)
         payment_hash = hashlib.sha256(bytes.fromhex(preimage)).hexdigest()

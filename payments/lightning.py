@@ -22,7 +22,7 @@ from collections.abc import Callable, Mapping
 from negotiator.errors import AlreadyPaid, InvoiceError, PaymentFailed
 from negotiator.messages import Invoice
 from negotiator.metrics import PaymentStats
-from negotiator.settlement import PaymentResult, PaymentStatus
+from negotiator.settlement import PaymentResult, PaymentStatus, reissue
 from payments import invoices
 from payments.chain import Output, Tx, TxKind, Watchtower
 from payments.graph import Placement
@@ -88,10 +88,8 @@ class SimulatedLightning:
             raise InvoiceError("unknown_payee", f"no agent {payee} on the network")
         if amount_msat <= 0:
             raise InvoiceError("bad_amount", f"{amount_msat} msat")
-        existing = self._by_label.get(label)
+        existing = reissue(self._by_label.get(label), payee, amount_msat, label)
         if existing is not None:
-            if existing.payee != payee or existing.amount_msat != amount_msat:
-                raise InvoiceError("label_reused", f"label {label!r} has other terms")
             return existing
         preimage = hmac.digest(self._key, label.encode(), "sha256")
         payment_hash = hashlib.sha256(preimage).hexdigest()
