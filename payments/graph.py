@@ -236,10 +236,6 @@ class Placement:
     node_of: Mapping[int, int]
     hubs: Sequence[int]
 
-    def shared(self, node: int) -> bool:
-        """Whether ``node`` hosts agents' internal accounts (a hub) rather than one agent."""
-        return node in set(self.hubs)
-
 
 def community_graph(
     funding: Mapping[int, int],

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from negotiator.errors import PaymentFailed
 from payments.chain import Chain, Output, Tx, TxKind
@@ -87,7 +87,6 @@ class NetworkCounters:
     closes: int = 0
     breaches: int = 0
     expired_htlcs: int = 0
-    extra: dict[str, int] = field(default_factory=dict)
 
 
 class LightningNetwork:
