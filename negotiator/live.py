@@ -32,6 +32,7 @@ class LiveView:
         self.started = time.perf_counter()
         self.interactive = console.is_terminal
         self._live: Live | None = None
+        self._gone = False
 
     def __enter__(self) -> LiveView:
         self.started = time.perf_counter()
@@ -49,7 +50,7 @@ class LiveView:
         if self._live is not None:
             self._live.update(self.render())
             self._live.__exit__(kind, value, tb)
-        elif kind is None:  # settlement finishes after the last slot: say how it ended
+        elif kind is None and not self._gone:  # settlement ends after the last slot: say how
             f = self.figures()
             self.console.print(
                 f"done: settled/failed {f['settled / failed']}; payments ok {f['payments ok']}",
@@ -64,8 +65,11 @@ class LiveView:
         self.agreements += report.agreements
         if self._live is not None:
             self._live.update(self.render())
-        else:
-            self.console.print(self.line(report), soft_wrap=True, highlight=False)
+        elif not self._gone:
+            try:
+                self.console.print(self.line(report), soft_wrap=True, highlight=False)
+            except SystemExit:  # rich's answer to a closed pipe (`| head`): stop printing,
+                self._gone = True  # let the run finish and settle what it agreed
 
     # -- figures -------------------------------------------------------------------------------
 

@@ -120,3 +120,13 @@ def test_the_live_panel_shows_the_run_in_a_terminal() -> None:
     text = console.export_text()
     assert "14 / 14" in text and "agreement rate" in text and "payments ok" in text
     assert "100.0% of" in text
+
+
+def test_a_reader_that_goes_away_ends_the_output_not_the_run() -> None:
+    import subprocess
+    import sys
+
+    cmd = f"{sys.executable} -m negotiator simulate --agents 100 --slots 14 --live | head -1"
+    result = subprocess.run(cmd, shell=True, capture_output=True, text=True, timeout=120)
+    assert result.stdout.startswith("slot 1 / 14")
+    assert "Traceback" not in result.stderr, result.stderr
