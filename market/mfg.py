@@ -235,6 +235,11 @@ class Population:
     reward: PopReward
     transition: PopTransition
     name: str = "population"
+    externality: PopReward | None = None
+    """sum_{s',a'} L[s',a'] dr[s',a'] / dL[s,a]: what one more member at (s, a) does to the rest
+    of its own population's reward. A coalition (mean-field-type game) adds it to its reward:
+    the best response of that modified game is the direction in which the population's
+    average reward grows, so fictitious play on it climbs the coalition's objective."""
 
 
 @dataclass(frozen=True)
@@ -250,21 +255,28 @@ class MultiGame:
             for p in self.populations
         ]
 
-    def view(self, k: int, others: list[np.ndarray]) -> FiniteGame:
+    def view(self, k: int, others: list[np.ndarray], *, coalition: bool = False) -> FiniteGame:
         """Population k's game against the other populations' fixed mean fields ``others``
-        (its own entry is replaced by its current L_t at each step)."""
+        (its own entry is replaced by its current L_t at each step); as a coalition, its
+        reward includes its externality on itself."""
         pop = self.populations[k]
+        external = pop.externality if coalition else None
 
         def joint(t: int, L_t: np.ndarray) -> list[np.ndarray]:
             out = [L[t] for L in others]
             out[k] = L_t
             return out
 
+        def reward(t: int, L_t: np.ndarray) -> np.ndarray:
+            Ls = joint(t, L_t)
+            r = pop.reward(t, Ls)
+            return r if external is None else r + external(t, Ls)
+
         return FiniteGame(
             self.horizon,
             pop.mu0,
             pop.n_actions,
-            lambda t, L_t: pop.reward(t, joint(t, L_t)),
+            reward,
             lambda t, L_t: pop.transition(t, joint(t, L_t)),
             name=pop.name,
         )
@@ -285,22 +297,37 @@ def mean_fields(game: MultiGame, pis: list[np.ndarray]) -> list[np.ndarray]:
     return Ls
 
 
-def multi_exploitability(game: MultiGame, pis: list[np.ndarray]) -> list[float]:
-    """Each population's exploitability against the joint mean field of ``pis``."""
+def average_reward(game: MultiGame, pis: list[np.ndarray], k: int) -> float:
+    """Population k's average total reward: sum_t sum_{s,a} L_k[t, s, a] r_k(t, L_t)[s, a]."""
+    Ls = mean_fields(game, pis)
+    pop = game.populations[k]
+    return float(
+        sum((Ls[k][t] * pop.reward(t, [L[t] for L in Ls])).sum() for t in range(game.horizon + 1))
+    )
+
+
+def multi_exploitability(
+    game: MultiGame, pis: list[np.ndarray], *, coalitions: bool = False
+) -> list[float]:
+    """Each population's exploitability against the joint mean field of ``pis`` (for
+    coalitions: the gap in the game with externalities, zero at a coalition's critical point)."""
     Ls = mean_fields(game, pis)
     out = []
     for k in range(len(game.populations)):
-        view = game.view(k, Ls)
+        view = game.view(k, Ls, coalition=coalitions)
         pi = _feasible(pis[k])
         best, own = _both_q(view, Ls[k], pi)
         out.append(float(view.mu0 @ best.max(axis=1) - view.mu0 @ (pi[0] * own).sum(axis=1)))
     return out
 
 
-def multi_fictitious_play(game: MultiGame, iterations: int) -> tuple[list[np.ndarray], list[float]]:
+def multi_fictitious_play(
+    game: MultiGame, iterations: int, *, coalitions: bool = False
+) -> tuple[list[np.ndarray], list[float]]:
     """Fictitious play for every population at once: each best-responds to the joint mean
-    field and averages, as in :func:`fictitious_play`. Returns the policies and the total
-    exploitability after every iteration."""
+    field and averages, as in :func:`fictitious_play`. With ``coalitions`` each population
+    acts as one decision maker (mean-field-type game): its best response includes its
+    externality on itself. Returns the policies and the total exploitability per iteration."""
     pis = game.uniform()
     history = []
     for i in range(iterations):
@@ -308,7 +335,7 @@ def multi_fictitious_play(game: MultiGame, iterations: int) -> tuple[list[np.nda
         step = 1.0 / (i + 2)
         new = []
         for k in range(len(game.populations)):
-            view = game.view(k, Ls)
+            view = game.view(k, Ls, coalition=coalitions)
             br = greedy(q_values(view, Ls[k]))
             # the best response's own distribution, against the others' current mean fields
             L_br = mean_field(view, br)
@@ -319,8 +346,34 @@ def multi_fictitious_play(game: MultiGame, iterations: int) -> tuple[list[np.nda
             with np.errstate(invalid="ignore", divide="ignore"):
                 new.append(np.where(denom > 0, numer / denom, 1.0 / view.n_actions))
         pis = new
-        history.append(sum(multi_exploitability(game, pis)))
+        history.append(sum(multi_exploitability(game, pis, coalitions=coalitions)))
     return pis, history
+
+
+def crowded_beach(n: int = 9, horizon: int = 6, congestion: float = 4.0) -> MultiGame:
+    """One population on a line heading for a bar in the middle, with a linear congestion
+    cost -c mu(s): as a Nash population each member ignores what it does to the others; as a
+    coalition the cost it adds, -c mu(s), counts too (the externality)."""
+    P = np.zeros((n, 3, n))
+    for s in range(n):
+        for a in range(3):
+            P[s, a, min(max(s + a - 1, 0), n - 1)] = 1.0
+    distance = np.abs(np.arange(n) - n // 2).astype(np.float64)
+    base = -distance[:, None] / n - 0.05 * np.array([1.0, 0.0, 1.0])[None, :]
+
+    def reward(t: int, Ls: list[np.ndarray]) -> np.ndarray:
+        out: np.ndarray = base - congestion * Ls[0].sum(axis=1)[:, None]
+        return out
+
+    def externality(t: int, Ls: list[np.ndarray]) -> np.ndarray:
+        # d/dL[s,a] of sum_{s',a'} L[s',a'] (-c mu(s')) beyond the own term: -c mu(s)
+        out: np.ndarray = np.repeat(-congestion * Ls[0].sum(axis=1)[:, None], 3, axis=1)
+        return out
+
+    return MultiGame(
+        horizon,
+        (Population(np.full(n, 1.0 / n), 3, reward, lambda t, Ls: P, "bathers", externality),),
+    )
 
 
 def matching_grid(n: int = 7, horizon: int = 6, move_cost: float = 0.2) -> MultiGame:

@@ -112,3 +112,18 @@ def test_two_populations_population_two_matches_population_one() -> None:
     end_gap = np.abs(second[-1] - first[-1]).sum()
     assert end_gap < 0.05 * start_gap  # population 2 has spread itself over population 1
     assert max(multi_exploitability(game, pis)) < 0.1
+
+
+def test_a_coalition_earns_more_than_a_nash_population_by_counting_its_congestion() -> None:
+    from market.mfg import average_reward, crowded_beach, mean_fields, multi_fictitious_play
+
+    game = crowded_beach(n=9, horizon=6, congestion=4.0)
+    nash, nash_gap = multi_fictitious_play(game, 300)
+    team, team_gap = multi_fictitious_play(game, 300, coalitions=True)
+    assert nash_gap[-1] < 0.05 and team_gap[-1] < 0.05  # both converged to their own notion
+    assert average_reward(game, team, 0) > average_reward(game, nash, 0) + 1e-3
+    crowd = {
+        name: mean_fields(game, pis)[0].sum(axis=-1)[-1].max()
+        for name, pis in (("nash", nash), ("team", team))
+    }
+    assert crowd["team"] < crowd["nash"]  # the coalition crowds the bar less
