@@ -1,8 +1,10 @@
 """The mean-field service's speed: statistics over a large population, and the LQ-MFTG solver.
 
 - ``update_ms``: one slot's PopulationReport of ``--agents`` agents (2 types) taken in and the
-  snapshot rebuilt (moments, histograms, drift, prices), median of ``--repeat`` runs; of which
-  ``decode_ms`` turns the report's lists of Python ints into arrays and ``stats_ms`` is the rest.
+  snapshot rebuilt (statistics, drift, prices, guidance), median of ``--repeat`` runs. Its parts,
+  timed on their own: ``decode_ms`` (the report's lists of Python ints into arrays),
+  ``stats_ms`` (per-type moments, histograms, buyers and sellers, extremes, drift) and
+  ``guidance_ms`` (the per-type LQ guidance solve).
 - ``query_us``: a snapshot query answered from the cache (no recomputation).
 - ``lq_solve_ms``: the typed LQ mean-field-type game with ``--types`` types and ``--steps`` steps
   solved to a 1e-12 fixed point, median of ``--repeat`` runs.
@@ -34,7 +36,7 @@ def main() -> None:
     args = parser.parse_args()
     rng = np.random.default_rng(1)
     service = MeanFieldService()
-    updates, decodes = [], []
+    updates, decodes, stats, guides = [], [], [], []
     for slot in range(args.repeat):
         report = PopulationReport(
             slot,
@@ -50,9 +52,17 @@ def main() -> None:
         service.snapshot()
         updates.append(time.perf_counter() - start)
         start = time.perf_counter()
-        for column in (report.types, report.net, report.reservation):
+        codes, net, reservation = (
             np.fromiter(column, np.int64, args.agents)
+            for column in (report.types, report.net, report.reservation)
+        )
         decodes.append(time.perf_counter() - start)
+        start = time.perf_counter()
+        types = service._type_stats(report.type_names, codes, net, reservation)
+        stats.append(time.perf_counter() - start)
+        start = time.perf_counter()
+        service._guidance(types, 150_000.0)
+        guides.append(time.perf_counter() - start)
     before = service.recomputations
     start = time.perf_counter()
     for _ in range(10_000):
@@ -83,7 +93,8 @@ def main() -> None:
         "agents": args.agents,
         "update_ms": round(statistics.median(updates) * 1000, 3),
         "decode_ms": round(statistics.median(decodes) * 1000, 3),
-        "stats_ms": round((statistics.median(updates) - statistics.median(decodes)) * 1000, 3),
+        "stats_ms": round(statistics.median(stats) * 1000, 3),
+        "guidance_ms": round(statistics.median(guides) * 1000, 3),
         "query_us": round(query * 1e6, 3),
         "types": args.types,
         "steps": args.steps,

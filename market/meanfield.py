@@ -111,11 +111,14 @@ class MeanFieldService:
         span: float = 5000.0,
         price_window: int = 4,
         model: GuidanceModel | None = None,
+        guidance: bool = True,
     ) -> None:
         if bins < 1 or span <= 0 or price_window < 1:
             raise ValueError("bins, span and price_window must be positive")
         self.bin_edges = np.linspace(-span, span, bins + 1)
         self.model = model or GuidanceModel()
+        self.guidance = guidance
+        """Solve the per-type guidance with every snapshot (off: statistics only)."""
         self._trades: deque[tuple[np.ndarray, np.ndarray]] = deque(maxlen=price_window)
         self._report: PopulationReport | None = None
         self._previous: dict[str, np.ndarray] = {}
@@ -167,7 +170,8 @@ class MeanFieldService:
                 self._current = {}
             types = self._type_stats(report.type_names, codes, net, reservation)
         prices, guidance = self._price_stats()
-        advice = self._guidance(types, guidance) if guidance is not None and types else {}
+        wanted = self.guidance and guidance is not None and types
+        advice = self._guidance(types, guidance) if wanted and guidance is not None else {}
         return Snapshot(
             slot, self._version, types, self.bin_edges.tolist(), prices, guidance, advice
         )
@@ -219,8 +223,8 @@ class MeanFieldService:
         mean = np.bincount(codes, weights=x, minlength=kinds) / safe
         square = np.bincount(codes, weights=x * x, minlength=kinds) / safe
         var = np.maximum(square - mean * mean, 0.0)
-        signs = np.bincount(codes * 3 + np.sign(net) + 1, minlength=kinds * 3).reshape(kinds, 3)
-        sellers, buyers = signs[:, 0], signs[:, 2]  # one pass: -, 0, + per type
+        buyers = np.bincount(codes[net > 0], minlength=kinds)
+        sellers = np.bincount(codes[net < 0], minlength=kinds)
         res_mean = np.bincount(codes, weights=reservation, minlength=kinds) / safe
         low = np.full(kinds, np.iinfo(np.int64).max)
         high = np.full(kinds, np.iinfo(np.int64).min)
