@@ -97,3 +97,11 @@ def test_guidance_moves_the_price_with_the_imbalance_and_shrinks_positions() -> 
         assert 0 < advice.position / mean < 1  # type: ignore[attr-defined]
         assert 0 < advice.traded_share < 1  # type: ignore[attr-defined]
     assert MeanFieldService().snapshot().guidance == {}  # no price seen yet: no guidance
+
+
+def test_guidance_can_be_switched_off() -> None:
+    service = MeanFieldService(guidance=False)
+    service.handle(PopulationReport(0, ["consumer"], [0, 0], [500, 300], [1, 1]))
+    service.handle(TradeReport(0, [150_000], [1000]))
+    snapshot = service.snapshot()
+    assert snapshot.guidance == {} and snapshot.guidance_price == 150_000
