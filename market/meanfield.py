@@ -2,9 +2,12 @@
 
 Agents report their state each slot (the runtime batches the reports into one PopulationReport);
 the slot's agreed prices arrive as a TradeReport. The service keeps, per type, the moments of the
-net position, a fixed-bin histogram and the share of buyers, plus trade-price statistics over a
-window of recent slots, and a guidance price (the volume-weighted average price of that window) for
-strategies to anchor on. A query is answered from the cached snapshot; the snapshot is recomputed
+net position, a fixed-bin histogram, quantiles read off its CDF, a trimmed mean, the 1-Wasserstein
+drift since the last slot and the share of buyers, plus trade-price statistics over a window of
+recent slots, and a guidance price (the volume-weighted average price of that window) for
+strategies to anchor on, and per-type equilibrium guidance from the LQ mean-field-type game. The
+guidance reads each type's location from the mean, or, against lying reporters, the median or the
+trimmed mean (``location``). A query is answered from the cached snapshot; the snapshot is recomputed
 only when a report arrived since (``recomputations`` counts it). Everything is vectorised with numpy.
 
 It runs on the bus like any other party: :meth:`MeanFieldService.handle` is its handler.
@@ -14,7 +17,7 @@ from __future__ import annotations
 
 from collections import deque
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 import msgspec
 import numpy as np
@@ -22,6 +25,10 @@ import numpy as np
 from market.lq import LQType
 from market.lq import solve as solve_lq
 from negotiator.messages import PopulationReport, SnapshotQuery, TradeReport
+
+Location = Literal["mean", "median", "trimmed"]
+QUANTILES = (0.1, 0.25, 0.5, 0.75, 0.9)
+_IQR_TO_STD = 1.349  # the interquartile range of a normal distribution, in standard deviations
 
 
 class TypeStats(msgspec.Struct, frozen=True):
@@ -40,6 +47,15 @@ class TypeStats(msgspec.Struct, frozen=True):
     drift: float = 0.0
     """1-Wasserstein distance between this type's distribution of net positions in this slot and
     in the previous reported slot (same bins: the area between the two CDFs); 0 for the first."""
+    quantiles: dict[str, float] = {}
+    """``p10`` ... ``p90`` of the net position, read off the histogram's CDF (linear within a
+    bin: exact to a bin's width, ~4x cheaper than ``np.quantile`` over the agents)."""
+    trimmed_mean: float = 0.0
+    """Mean of the positions between the type's ``trim`` and ``1 - trim`` quantiles."""
+    center: float = 0.0
+    """The location the guidance uses: mean, median or trimmed mean (the service's ``location``)."""
+    spread: float = 0.0
+    """The scale the guidance uses: std for the mean, IQR / 1.349 for the robust locations."""
 
 
 class PriceStats(msgspec.Struct, frozen=True):
@@ -112,9 +128,20 @@ class MeanFieldService:
         price_window: int = 4,
         model: GuidanceModel | None = None,
         guidance: bool = True,
+        location: Location = "mean",
+        trim: float = 0.25,
     ) -> None:
         if bins < 1 or span <= 0 or price_window < 1:
             raise ValueError("bins, span and price_window must be positive")
+        if location not in ("mean", "median", "trimmed"):
+            raise ValueError(f"location must be mean, median or trimmed, not {location!r}")
+        if not 0 <= trim < 0.5:
+            raise ValueError("trim must be in [0, 0.5)")
+        self.location: Location = location
+        """What the guidance takes as a type's position: ``mean`` (efficient, but a few agents
+        reporting absurd positions move it anywhere), ``median`` or ``trimmed`` (robust: up to
+        half, or ``trim``, of a type's reports can lie without moving it past the honest range)."""
+        self.trim = trim
         self.bin_edges = np.linspace(-span, span, bins + 1)
         self.model = model or GuidanceModel()
         self.guidance = guidance
@@ -161,10 +188,7 @@ class MeanFieldService:
         report = self._report
         if report is not None:
             slot = report.slot
-            n = len(report.net)
-            codes = np.fromiter(report.types, np.int64, n)
-            net = np.fromiter(report.net, np.int64, n)
-            reservation = np.fromiter(report.reservation, np.int64, n)
+            codes, net, reservation = report.arrays()
             if slot != self._hist_slot:  # a new slot's report: its histograms become "previous"
                 self._previous, self._hist_slot = self._current, slot
                 self._current = {}
@@ -180,7 +204,7 @@ class MeanFieldService:
         """Solve the slot's LQ mean-field-type game for every type (see GuidanceModel)."""
         model = self.model
         names = [n for n, t in types.items() if t.count > 0]
-        scale = sum(abs(types[n].mean) * types[n].count for n in names) / sum(
+        scale = sum(abs(types[n].center) * types[n].count for n in names) / sum(
             types[n].count for n in names
         )
         if scale <= 0:
@@ -190,12 +214,12 @@ class MeanFieldService:
                 weight=float(types[n].count),
                 a=0.0,
                 b=-1.0,
-                sigma=float(types[n].std) / scale,
+                sigma=float(types[n].spread) / scale,
                 q=0.0,
                 r=model.r,
                 s=model.s,
                 q_T=model.q_T,
-                x0=float(types[n].mean) / scale,
+                x0=float(types[n].center) / scale,
             )
             for n in names
         ]
@@ -205,7 +229,7 @@ class MeanFieldService:
         out = {}
         for i, n in enumerate(names):
             left = float(solution.mean[-1, i]) * scale
-            mean = float(types[n].mean)
+            mean = float(types[n].center)
             share = 1.0 - left / mean if mean else 1.0
             out[n] = Guidance(price, left, share)
         return out
@@ -217,14 +241,15 @@ class MeanFieldService:
         kinds = len(names)
         bins = len(self.bin_edges) - 1
         lo, hi = float(self.bin_edges[0]), float(self.bin_edges[-1])
+        codes = codes.astype(np.intp)  # uint16 on the wire: widen before arithmetic
         x = net.astype(np.float64)
         count = np.bincount(codes, minlength=kinds)
         safe = np.maximum(count, 1)
         mean = np.bincount(codes, weights=x, minlength=kinds) / safe
         square = np.bincount(codes, weights=x * x, minlength=kinds) / safe
         var = np.maximum(square - mean * mean, 0.0)
-        buyers = np.bincount(codes[net > 0], minlength=kinds)
-        sellers = np.bincount(codes[net < 0], minlength=kinds)
+        sides = np.bincount(codes * 3 + np.sign(net) + 1, minlength=3 * kinds).reshape(kinds, 3)
+        sellers, buyers = sides[:, 0], sides[:, 2]
         res_mean = np.bincount(codes, weights=reservation, minlength=kinds) / safe
         low = np.full(kinds, np.iinfo(np.int64).max)
         high = np.full(kinds, np.iinfo(np.int64).min)
@@ -237,24 +262,58 @@ class MeanFieldService:
         index = scaled.astype(np.int64)
         index += codes * bins
         hist = np.bincount(index, minlength=kinds * bins).reshape(kinds, bins)
+        levels = np.array([*QUANTILES, self.trim, 1.0 - self.trim])
+        cuts = self._hist_quantiles(hist, levels)  # (kinds, levels)
+        low_cut, high_cut = cuts[:, -2], cuts[:, -1]
+        outside = (x < low_cut[codes]) | (x > high_cut[codes])
+        group = codes + kinds * outside  # the kept positions count in the first ``kinds`` groups
+        kept = np.bincount(group, minlength=2 * kinds)[:kinds]
+        trimmed = np.bincount(group, weights=x, minlength=2 * kinds)[:kinds]
+        trimmed = np.where(kept > 0, trimmed / np.maximum(kept, 1), cuts[:, 2])
         out: dict[str, TypeStats] = {}
         for code, name in enumerate(names):
             if count[code] == 0:
                 continue
             self._current[name] = hist[code]
+            at = zip(QUANTILES, cuts[code][: len(QUANTILES)], strict=True)
+            quantiles = {f"p{round(q * 100)}": float(v) for q, v in at}
+            std = float(np.sqrt(var[code]))
+            if self.location == "mean":
+                center, spread = float(mean[code]), std
+            else:
+                center = quantiles["p50"] if self.location == "median" else float(trimmed[code])
+                spread = (quantiles["p75"] - quantiles["p25"]) / _IQR_TO_STD
             out[name] = TypeStats(
                 count=int(count[code]),
                 buyers=int(buyers[code]),
                 sellers=int(sellers[code]),
                 mean=float(mean[code]),
-                std=float(np.sqrt(var[code])),
+                std=std,
                 minimum=int(low[code]),
                 maximum=int(high[code]),
                 histogram=hist[code].tolist(),
                 reservation_mean=float(res_mean[code]),
                 drift=self._drift(self._previous.get(name), hist[code]),
+                quantiles=quantiles,
+                trimmed_mean=float(trimmed[code]),
+                center=center,
+                spread=spread,
             )
         return out
+
+    def _hist_quantiles(self, hist: np.ndarray, levels: np.ndarray) -> np.ndarray:
+        """Quantiles of every row of ``hist`` at ``levels``: the CDF inverted linearly in a bin."""
+        edges = self.bin_edges
+        total = np.maximum(hist.sum(axis=1, keepdims=True), 1)
+        cdf = np.cumsum(hist, axis=1) / total  # (kinds, bins)
+        # the first bin whose CDF reaches the level, per type and level
+        k = (cdf[:, None, :] < levels[None, :, None]).sum(axis=2)
+        k = np.minimum(k, hist.shape[1] - 1)
+        before = np.where(k > 0, np.take_along_axis(cdf, np.maximum(k - 1, 0), axis=1), 0.0)
+        at = np.take_along_axis(cdf, k, axis=1)
+        width = np.where(at > before, at - before, 1.0)
+        frac = np.clip((levels[None, :] - before) / width, 0.0, 1.0)
+        return edges[k] + frac * (edges[k + 1] - edges[k])  # type: ignore[no-any-return]
 
     def _drift(self, before: np.ndarray | None, now: np.ndarray) -> float:
         """W1 between two histograms on the service's bins: sum |F_before - F_now| * width."""

@@ -13,9 +13,11 @@ boundary goes through :func:`decode`, which validates types and constraints stri
 from __future__ import annotations
 
 import enum
+from collections.abc import Sequence
 from typing import Annotated, Final
 
 import msgspec
+import numpy as np
 
 from negotiator.errors import MessageDecodeError
 
@@ -142,15 +144,56 @@ class Timeout(Message, frozen=True, gc=False, tag="timeout"):
 class PopulationReport(msgspec.Struct, frozen=True, gc=False, tag_field="kind", tag="population"):
     """A batch of agents' state for one slot, sent to the mean-field service.
 
-    Parallel arrays: ``types[i]`` indexes ``type_names``; ``net[i]`` is the signed position in base
-    units (positive: wants to buy); ``reservation[i]`` its reservation price.
+    Columnar: three packed little-endian arrays, one entry per agent. ``types`` (uint16) indexes
+    ``type_names``; ``net`` (int64) is the signed position in base units (positive: wants to buy);
+    ``reservation`` (int64, non-negative) its reservation price. Packed bytes travel as one msgpack
+    ``bin`` each and turn back into arrays without a copy (:meth:`arrays`): a list of 100k Python
+    ints cost the service 2 ms per column to convert. Build one with :meth:`of`; the lengths and
+    ranges are checked on construction and on decode.
     """
 
     slot: NonNeg
     type_names: list[str]
-    types: list[NonNeg]
-    net: list[Signed]
-    reservation: list[NonNeg]
+    types: bytes
+    net: bytes
+    reservation: bytes
+
+    def __post_init__(self) -> None:
+        n, extra = divmod(len(self.types), 2)
+        if extra or len(self.net) != 8 * n or len(self.reservation) != 8 * n:
+            raise ValueError("types (uint16), net and reservation (int64) must have one entry each")
+        codes, _, reservation = self.arrays()
+        if n and (int(codes.max()) >= len(self.type_names) or int(reservation.min()) < 0):
+            raise ValueError("a type code beyond type_names or a negative reservation price")
+
+    @classmethod
+    def of(
+        cls,
+        slot: int,
+        type_names: list[str],
+        types: Sequence[int] | np.ndarray,
+        net: Sequence[int] | np.ndarray,
+        reservation: Sequence[int] | np.ndarray,
+    ) -> PopulationReport:
+        """Pack per-agent columns (sequences or arrays) into a report."""
+        return cls(
+            slot,
+            type_names,
+            np.asarray(types, "<u2").tobytes(),
+            np.asarray(net, "<i8").tobytes(),
+            np.asarray(reservation, "<i8").tobytes(),
+        )
+
+    def arrays(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """The columns as read-only arrays over the message's bytes (no copy)."""
+        return (
+            np.frombuffer(self.types, "<u2"),
+            np.frombuffer(self.net, "<i8"),
+            np.frombuffer(self.reservation, "<i8"),
+        )
+
+    def __len__(self) -> int:
+        return len(self.types) // 2
 
 
 class TradeReport(msgspec.Struct, frozen=True, gc=False, tag_field="kind", tag="trades"):

@@ -308,7 +308,9 @@ class Runtime:
         names: dict[str, int] = {}
         types = [names.setdefault(p.agent_type, len(names)) for p in positions]
         net = [p.quantity if p.side == 0 else -p.quantity for p in positions]
-        report = PopulationReport(slot, list(names), types, net, [p.reservation for p in positions])
+        report = PopulationReport.of(
+            slot, list(names), types, net, [p.reservation for p in positions]
+        )
         try:
             await self.bus.send(self.population, report)
         except BusError as exc:

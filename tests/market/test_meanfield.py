@@ -16,7 +16,7 @@ def test_statistics_per_type_match_numpy() -> None:
     reservation = rng.integers(80_000, 300_000, 500)
     service = MeanFieldService(bins=10, span=3000)
     service.handle(
-        PopulationReport(
+        PopulationReport.of(
             2, ["consumer", "prosumer"], types.tolist(), net.tolist(), reservation.tolist()
         )
     )
@@ -34,7 +34,7 @@ def test_statistics_per_type_match_numpy() -> None:
 
 def test_queries_reuse_the_snapshot_until_something_is_reported() -> None:
     service = MeanFieldService()
-    service.handle(PopulationReport(0, ["c"], [0, 0], [5, 7], [1, 1]))
+    service.handle(PopulationReport.of(0, ["c"], [0, 0], [5, 7], [1, 1]))
     first = service.handle(SnapshotQuery(0))
     for _ in range(100):
         assert service.handle(SnapshotQuery(0)) is first
@@ -68,9 +68,9 @@ def test_unknown_messages_are_refused() -> None:
 def test_drift_is_the_wasserstein_distance_between_consecutive_slots() -> None:
     service = MeanFieldService(bins=10, span=1000.0)  # bins 200 wide over [-1000, 1000]
     width = 200.0
-    service.handle(PopulationReport(0, ["consumer"], [0, 0], [100, 100], [1, 1]))
+    service.handle(PopulationReport.of(0, ["consumer"], [0, 0], [100, 100], [1, 1]))
     assert service.snapshot().types["consumer"].drift == 0.0  # nothing to compare with yet
-    service.handle(PopulationReport(1, ["consumer"], [0, 0], [500, 500], [1, 1]))
+    service.handle(PopulationReport.of(1, ["consumer"], [0, 0], [500, 500], [1, 1]))
     # all the mass moved two bins up: W1 = 2 bin widths
     assert service.snapshot().types["consumer"].drift == pytest.approx(2 * width)
     service.handle(TradeReport(1, [200_000], [1000]))  # prices change, the population does not
@@ -85,7 +85,7 @@ def test_guidance_moves_the_price_with_the_imbalance_and_shrinks_positions() -> 
     def guidance(net: list[int]) -> dict[str, object]:
         service = MeanFieldService()
         types = [0] * 3 + [1] * 2
-        service.handle(PopulationReport(0, ["consumer", "prosumer"], types, net, [1] * 5))
+        service.handle(PopulationReport.of(0, ["consumer", "prosumer"], types, net, [1] * 5))
         service.handle(TradeReport(0, [150_000], [1000]))
         return dict(service.snapshot().guidance)
 
@@ -101,7 +101,48 @@ def test_guidance_moves_the_price_with_the_imbalance_and_shrinks_positions() -> 
 
 def test_guidance_can_be_switched_off() -> None:
     service = MeanFieldService(guidance=False)
-    service.handle(PopulationReport(0, ["consumer"], [0, 0], [500, 300], [1, 1]))
+    service.handle(PopulationReport.of(0, ["consumer"], [0, 0], [500, 300], [1, 1]))
     service.handle(TradeReport(0, [150_000], [1000]))
     snapshot = service.snapshot()
     assert snapshot.guidance == {} and snapshot.guidance_price == 150_000
+
+
+def test_quantiles_from_the_histogram_are_exact_to_a_bin() -> None:
+    rng = np.random.default_rng(3)
+    net = np.round(rng.normal(300, 900, 20_000)).astype(np.int64)
+    service = MeanFieldService(bins=64, span=5000)  # bins 156.25 wide
+    service.handle(PopulationReport.of(0, ["c"], np.zeros_like(net), net, np.ones_like(net)))
+    stats = service.snapshot().types["c"]
+    for name, value in stats.quantiles.items():
+        assert abs(value - np.quantile(net, int(name[1:]) / 100)) < 10_000 / 64
+    inner = np.sort(net)[5_000:15_000]  # between the quartiles
+    assert stats.trimmed_mean == pytest.approx(inner.mean(), abs=5)
+
+
+@pytest.mark.parametrize("location", ["median", "trimmed"])
+def test_a_fifth_of_lying_agents_cannot_steer_a_robust_location(location: str) -> None:
+    rng = np.random.default_rng(4)
+    honest = rng.normal(400, 200, 800).round().astype(np.int64)
+    liars = np.full(200, 10**9)  # claim to need a thousand megawatt-hours
+    net = np.concatenate([honest, liars])
+
+    def guidance(location: str, net: np.ndarray) -> tuple[float, float]:
+        service = MeanFieldService(location=location)  # type: ignore[arg-type]
+        service.handle(PopulationReport.of(0, ["c"], np.zeros_like(net), net, np.ones_like(net)))
+        service.handle(TradeReport(0, [150_000], [1000]))
+        snapshot = service.snapshot()
+        return snapshot.types["c"].center, snapshot.guidance["c"].price
+
+    clean_center, clean_price = guidance(location, honest)
+    center, price = guidance(location, net)
+    assert abs(center - clean_center) < 200  # within one honest standard deviation
+    assert abs(price - clean_price) < 0.2 * abs(clean_price - 150_000)
+    mean_center, _ = guidance("mean", net)
+    assert mean_center > 10**8  # the plain mean follows the liars
+
+
+def test_a_bad_location_or_trim_is_refused() -> None:
+    with pytest.raises(ValueError, match="location"):
+        MeanFieldService(location="mode")  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="trim"):
+        MeanFieldService(trim=0.5)

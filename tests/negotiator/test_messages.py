@@ -45,7 +45,7 @@ EXAMPLES = [
     SettlementFailed(1, -1, 2, 0, 0, "no_route"),
     Start(1, -1, 2, 0, 0, 3, Side.BUY, 1500, 3),
     Timeout(1, -1, 2, 0, 0),
-    PopulationReport(3, ["consumer"], [0, 0], [120, -40], [280_000, 80_000]),
+    PopulationReport.of(3, ["consumer"], [0, 0], [120, -40], [280_000, 80_000]),
     TradeReport(3, [200_000], [1500]),
     SnapshotQuery(3),
 ]
@@ -167,3 +167,30 @@ def test_mutated_fields_are_validated_or_rejected(
 def test_oversized_integers_are_rejected() -> None:
     with pytest.raises(MessageDecodeError):
         decode_json(_propose(nid=2**70))
+
+
+def test_a_population_report_travels_as_packed_columns() -> None:
+    report = PopulationReport.of(0, ["c", "p"], [0, 1, 1], [120, -40, 7], [280_000, 80_000, 1])
+    received = decode(encode(report))
+    assert isinstance(received, PopulationReport)
+    codes, net, reservation = received.arrays()
+    assert codes.tolist() == [0, 1, 1] and net.tolist() == [120, -40, 7]
+    assert reservation.tolist() == [280_000, 80_000, 1] and len(received) == 3
+
+
+@pytest.mark.parametrize(
+    "columns",
+    [
+        {"types": b"\x00"},  # half an entry
+        {"net": b"\x00" * 8},  # two types, one position
+        {"types": b"\x02\x00\x00\x00"},  # type code 2 of 2 names
+        {"reservation": (-1).to_bytes(8, "little", signed=True) + bytes(8)},
+    ],
+)
+def test_a_population_report_with_bad_columns_is_rejected(columns: dict[str, bytes]) -> None:
+    good = PopulationReport.of(0, ["c", "p"], [0, 1], [5, -5], [1, 1])
+    fields = {f: getattr(good, f) for f in good.__struct_fields__} | columns
+    with pytest.raises(MessageDecodeError):
+        decode(msgspec.msgpack.encode({"kind": "population", **fields}))
+    with pytest.raises(ValueError):
+        PopulationReport(**fields)  # type: ignore[arg-type]
