@@ -81,6 +81,17 @@ def simulate(
     json_out: Annotated[
         Path | None, typer.Option("--json", help="Write the machine-readable summary here.")
     ] = None,
+    scenario: Annotated[
+        str | None,
+        typer.Option(
+            help="An energy scenario: small, default, storage-rich, 10k, or a TOML file. Its"
+            " members, days and tariff replace --agents, --slots and --slots-per-day."
+        ),
+    ] = None,
+    baselines: Annotated[
+        bool,
+        typer.Option(help="With --scenario: also run the naive market and report it beside."),
+    ] = True,
     log_level: Annotated[str, typer.Option(help="debug, info, warning or error.")] = "warning",
     quiet: Annotated[bool, typer.Option(help="No progress bar or table.")] = False,
     live: Annotated[
@@ -108,6 +119,7 @@ def simulate(
             placement=placement,
             cln_nodes=_cln_nodes(cln or [], cln_dir),
             settlement=settlement,
+            scenario=scenario,
             runtime=RuntimeConfig(
                 engine=engine,
                 shards=shards,
@@ -117,7 +129,11 @@ def simulate(
         )
     except (ValidationError, ValueError) as exc:
         raise typer.BadParameter(str(exc)) from None
-    sim = build(config)
+    try:
+        sim = build(config)
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc)) from None
+    slots = sim.community.spec.slots
     progress = Progress(
         TextColumn("[bold]slot"),
         BarColumn(),
@@ -146,14 +162,40 @@ def simulate(
             on_slot, handle_signals=True, metrics_port=metrics_port, on_exporter=on_exporter
         )
 
+    options = {"use_uvloop": uvloop_available()}
     try:
         with view if view is not None else progress:
-            summary = anyio.run(
-                main, backend="asyncio", backend_options={"use_uvloop": uvloop_available()}
-            )
+            summary = anyio.run(main, backend="asyncio", backend_options=options)
+            naive = None
+            if scenario is not None and baselines and not summary.run.interrupted:
+                progress.update(task, completed=0, description="naive", info="naive baseline")
+                baseline = build(config.naive())
+                try:
+                    naive = anyio.run(
+                        baseline.run, on_slot, backend="asyncio", backend_options=options
+                    )
+                finally:
+                    baseline.close()
     finally:
         sim.close()
     data = summary.to_dict()
+    if naive is not None:
+        data["naive"] = {
+            k: v
+            for k, v in naive.to_dict().items()
+            if k
+            in (
+                "efficiency",
+                "cost_msat",
+                "peak_import_wh",
+                "peak_reduction",
+                "jain_index",
+                "price_volatility",
+                "self_sufficiency",
+                "agreement_rate",
+                "savings",
+            )
+        }
     if json_out is not None:
         json_out.parent.mkdir(parents=True, exist_ok=True)
         json_out.write_text(json.dumps(data, indent=2) + "\n")
@@ -184,6 +226,7 @@ def _table(data: dict[str, object]) -> Table:
         ("paid", f"{int(str(data['paid_msat'])) // 1000:,} sat"),
         ("community savings vs grid only", f"{float(str(data['savings'])):.1%}"),
         *_payment_rows(data),
+        *_quality_rows(data),
         ("rejected messages", data["rejected_messages"] or 0),
         ("late moves (void)", data["late_messages"] or 0),
         ("ledger", data["ledger_path"]),
@@ -192,6 +235,34 @@ def _table(data: dict[str, object]) -> Table:
     for name, value in rows:
         table.add_row(name, str(value))
     return table
+
+
+def _quality_rows(data: dict[str, object]) -> list[tuple[str, object]]:
+    if "efficiency" not in data:
+        return []
+    naive = data.get("naive")
+    beside = f" (naive {naive['efficiency']})" if isinstance(naive, dict) else ""
+    rows: list[tuple[str, object]] = [
+        ("scenario", data["scenario"]),
+        ("efficiency vs optimum", f"{data['efficiency']}{beside}"),
+        (
+            "peak import (grid only / optimum)",
+            f"{data['peak_import_wh']} Wh ({data['grid_only_peak_import_wh']} /"
+            f" {data['optimum_peak_import_wh']}), reduction {float(str(data['peak_reduction'])):.1%}",
+        ),
+        ("Jain index of gains", data["jain_index"]),
+        ("price volatility (CV of slot prices)", data["price_volatility"]),
+        ("self-sufficiency", data["self_sufficiency"]),
+    ]
+    if isinstance(naive, dict):
+        rows.append(
+            (
+                "naive: peak reduction / Jain / volatility",
+                f"{float(naive['peak_reduction']):.1%} / {naive['jain_index']} /"
+                f" {naive['price_volatility']}",
+            )
+        )
+    return rows
 
 
 solve_app = typer.Typer(

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import tempfile
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
@@ -18,7 +18,18 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
 from agents import STRATEGIES, Trader, strategy
+from agents.strategies import TimeDependent
 from market import Community, CommunitySpec, MeanFieldService, TimeOfUseTariff, board_matcher
+from market.dispatch import (
+    Dispatch,
+    demand_shares,
+    dispatch,
+    efficiency,
+    grid_cost,
+    jain_index,
+    optimum,
+)
+from market.scenario import EnergyCommunity, Scenario
 from negotiator.bus import LocalBus
 from negotiator.ledger import Ledger
 from negotiator.metrics import Exporter, RunMetrics
@@ -43,7 +54,7 @@ class SimulationConfig(BaseModel):
     pv_share: float = Field(0.4, ge=0.0, le=1.0, description="share of agents with rooftop PV")
     strategy: str = Field("mixed", description="boulware, linear, conceder or mixed")
     max_rounds: int = Field(10, ge=1, description="offers per negotiation, at most")
-    max_partners: int = Field(2, ge=1, description="sellers each buyer negotiates with per slot")
+    max_partners: int = Field(6, ge=1, description="sellers each buyer negotiates with per slot")
     ledger: str | None = Field(None, description="SQLite ledger path; a temp file when None")
     rail: Literal["lightning", "inprocess", "cln"] = Field(
         "lightning",
@@ -64,7 +75,21 @@ class SimulationConfig(BaseModel):
         description="node: every agent runs a node with a channel to its hub;"
         " hub: agents are internal accounts on their hub's node",
     )
+    scenario: str | None = Field(
+        None,
+        description="an energy scenario (named or a TOML path): its members, days and tariff"
+        " replace agents, slots, slots_per_day and pv_share",
+    )
+    market: Literal["meanfield", "naive"] = Field(
+        "meanfield",
+        description="scenario runs: meanfield (devices follow the mean-field planner, traders"
+        " read guidance) or naive (devices run selfishly, fixed linear strategy, no guidance)",
+    )
     runtime: RuntimeConfig = Field(default_factory=RuntimeConfig)
+
+    def naive(self) -> SimulationConfig:
+        """The naive baseline of a scenario run (its own temporary ledger)."""
+        return self.model_copy(update={"market": "naive", "ledger": None})
 
     def model_post_init(self, context: Any) -> None:
         """Reject unknown strategy names early, with the choices; cln needs its nodes."""
@@ -89,13 +114,18 @@ class Summary(msgspec.Struct, frozen=True):
     """The same with no trading: every need imported, every surplus exported."""
     savings: float
     """Relative saving of trading over grid-only."""
+    quality: dict[str, Any] | None = None
+    """Scenario runs: market quality against the optimum and the baselines (see
+    :meth:`Simulation.quality`)."""
 
     def to_dict(self) -> dict[str, Any]:
         """Flat JSON-ready summary (the run's fields at the top level)."""
         out: dict[str, Any] = msgspec.to_builtins(self.run)
         extra = msgspec.to_builtins(self)
         del extra["run"]
+        quality = extra.pop("quality")
         out.update(extra)
+        out.update(quality or {})
         return out
 
 
@@ -111,6 +141,10 @@ class Simulation:
     ledger: Ledger
     service: MeanFieldService
     runtime: Runtime
+    energy: EnergyCommunity | None = None
+    devices: Dispatch | None = None
+    slot_import_wh: list[int] = field(default_factory=list)
+    slot_prices: list[float] = field(default_factory=list)
 
     async def run(
         self,
@@ -126,10 +160,21 @@ class Simulation:
             exporter = Exporter(self.runtime.metrics, metrics_port)
             if on_exporter is not None:
                 on_exporter(exporter)
+        imported = [0]
+
+        def slot_done(report: SlotReport) -> None:
+            total = sum(t.imported_wh for t in self.traders)
+            self.slot_import_wh.append(total - imported[0])
+            imported[0] = total
+            price = self.runtime.metrics.slot_price
+            if report.agreements and price is not None:
+                self.slot_prices.append(price)
+            if on_slot is not None:
+                on_slot(report)
+
+        slots = self.community.spec.slots
         try:
-            report = await self.runtime.run(
-                self.config.slots, on_slot=on_slot, handle_signals=handle_signals
-            )
+            report = await self.runtime.run(slots, on_slot=slot_done, handle_signals=handle_signals)
         finally:
             if exporter is not None:
                 exporter.close()
@@ -145,6 +190,10 @@ class Simulation:
             column = net[:, slot]
             grid_only += int(column[column > 0].sum()) * imp // 1000
             grid_only -= int(-column[column < 0].sum()) * exp // 1000
+        quality = self.quality(report) if self.energy is not None else None
+        savings = round(1 - cost / grid_only, 6) if grid_only > 0 else 0.0
+        if quality is not None:  # the community's whole cost against grid only with its devices
+            savings = round(1 - quality["cost_msat"] / quality["grid_only_cost_msat"], 6)
         return Summary(
             run=report,
             seed=self.config.seed,
@@ -154,8 +203,65 @@ class Simulation:
             bought_wh=sum(t.bought_wh for t in traders),
             community_cost_msat=cost,
             grid_only_cost_msat=grid_only,
-            savings=round(1 - cost / grid_only, 6) if grid_only > 0 else 0.0,
+            savings=savings,
+            quality=quality,
         )
+
+    def quality(self, report: RunReport) -> dict[str, Any]:
+        """Market quality of a scenario run, the way the field measures it.
+
+        Costs are the community's: energy at the tariff (peer payments are transfers and
+        cancel), battery wear, and the demand charge on the day's highest import. Grid only is
+        the same community trading nothing, devices run selfishly (each battery serves its
+        owner, flexible loads run at once). ``efficiency`` = (grid only - realised) / (grid only
+        - optimum), the optimum being the HiGHS programme on the realised day. ``jain_index``
+        is over members' gains against grid only (members worse off count as 0).
+        """
+        c, d = self.energy, self.devices
+        assert c is not None and d is not None
+        charge = c.demand_charge_per_wh()
+        selfish = d if self.config.market == "naive" else dispatch(c, "selfish")
+        alone = np.clip(selfish.net_wh, 0, None)
+        go_import = alone.sum(axis=0)
+        go_member = grid_cost(selfish.net_wh, c.import_price, c.export_price)
+        go_member += selfish.degradation_msat
+        go_member += demand_shares(alone.sum(axis=1), charge * float(go_import.max()))
+        imports = np.asarray(self.slot_import_wh, np.float64)
+        peak = float(imports.max()) if imports.size else 0.0
+        member = np.array([t.cost_msat - t.revenue_msat for t in self.traders], np.float64)
+        member += d.degradation_msat
+        member += demand_shares(
+            np.array([t.imported_wh for t in self.traders], np.float64), charge * peak
+        )
+        best = optimum(c)
+        grid_only, realised = float(go_member.sum()), float(member.sum())
+        prices = np.asarray(self.slot_prices)
+        load = float(c.load_wh.sum() + d.flexible_wh.sum())
+        per_type = {
+            name: round(float(member[c.type_code == k].mean()) / 1000, 1)
+            for k, name in enumerate(c.type_names)
+            if (c.type_code == k).any()
+        }
+        return {
+            "scenario": c.scenario.name,
+            "market": self.config.market,
+            "efficiency": round(efficiency(grid_only, realised, best.cost_msat), 4),
+            "cost_msat": round(realised),
+            "optimum_cost_msat": round(best.cost_msat),
+            "grid_only_cost_msat": round(grid_only),
+            "peak_import_wh": round(peak),
+            "grid_only_peak_import_wh": int(go_import.max()),
+            "optimum_peak_import_wh": round(best.peak_wh),
+            "peak_reduction": round(1 - peak / float(go_import.max()), 4)
+            if go_import.max()
+            else 0.0,
+            "jain_index": round(jain_index(go_member - member), 4),
+            "price_volatility": round(float(prices.std() / prices.mean()), 4)
+            if prices.size
+            else 0.0,
+            "self_sufficiency": round(1 - float(imports.sum()) / load, 4) if load else 0.0,
+            "cost_per_member_sat": per_type,
+        }
 
     def close(self) -> None:
         """Close the ledger."""
@@ -166,32 +272,42 @@ def build(config: SimulationConfig, *, metrics: RunMetrics | None = None) -> Sim
     """Assemble a run: community, traders, rail, ledger, mean-field service, runtime."""
     root = np.random.default_rng(config.seed)
     community_rng, strategy_rng, match_rng = root.spawn(3)
-    spec = CommunitySpec(
-        agents=config.agents,
-        slots=config.slots,
-        slots_per_day=config.slots_per_day,
-        pv_share=config.pv_share,
-    )
-    community = Community.generate(spec, community_rng)
-    tariff = TimeOfUseTariff(slots_per_day=config.slots_per_day)
-    names = sorted(STRATEGIES)
-    deadline_s = config.runtime.deadline_ms / 1000.0
-    traders = []
-    for i in range(config.agents):
-        name = config.strategy
-        if name == "mixed":
-            name = names[int(strategy_rng.integers(len(names)))]
-        traders.append(
-            Trader(
-                i,
-                community.agent_types[i],
-                _row(community.net_wh[i]),
-                tariff,
-                strategy(name),
-                max_rounds=config.max_rounds,
-                deadline_s=deadline_s,
-            )
+    energy: EnergyCommunity | None = None
+    devices: Dispatch | None = None
+    if config.scenario is not None:
+        energy, devices, community, tariff = _scenario(config, community_rng)
+        strategies = _member_strategies(config, energy)
+    else:
+        spec = CommunitySpec(
+            agents=config.agents,
+            slots=config.slots,
+            slots_per_day=config.slots_per_day,
+            pv_share=config.pv_share,
         )
+        community = Community.generate(spec, community_rng)
+        tariff = TimeOfUseTariff(slots_per_day=config.slots_per_day)
+        names = sorted(STRATEGIES)
+        strategies = [
+            strategy(
+                names[int(strategy_rng.integers(len(names)))]
+                if config.strategy == "mixed"
+                else config.strategy
+            )
+            for _ in range(config.agents)
+        ]
+    deadline_s = config.runtime.deadline_ms / 1000.0
+    traders = [
+        Trader(
+            i,
+            community.agent_types[i],
+            _row(community.net_wh[i]),
+            tariff,
+            strategies[i],
+            max_rounds=config.max_rounds,
+            deadline_s=deadline_s,
+        )
+        for i in range(community.spec.agents)
+    ]
     # Fund every account for its whole need at the peak price, with room to spare.
     need_wh = np.clip(community.net_wh, 0, None).sum(axis=1)
     funding = need_wh * tariff.peak // 1000 * 2 + 1_000_000
@@ -218,9 +334,48 @@ def build(config: SimulationConfig, *, metrics: RunMetrics | None = None) -> Sim
         config=config.runtime,
         bus=bus,
         metrics=metrics,
-        population=MEANFIELD,
+        population=None if config.market == "naive" else MEANFIELD,
     )
-    return Simulation(config, community, tariff, traders, rail, ledger, service, runtime)
+    return Simulation(
+        config, community, tariff, traders, rail, ledger, service, runtime, energy, devices
+    )
+
+
+def _scenario(
+    config: SimulationConfig, rng: np.random.Generator
+) -> tuple[EnergyCommunity, Dispatch, Community, TimeOfUseTariff]:
+    """Realise the scenario and run its devices: the members' positions become the traders'."""
+    assert config.scenario is not None
+    scenario = Scenario.load(config.scenario)
+    energy = scenario.realise(rng)
+    devices = dispatch(energy, "selfish" if config.market == "naive" else "meanfield")
+    t = scenario.tariff
+    tariff = TimeOfUseTariff(
+        slots_per_day=scenario.slots_per_day,
+        off_peak=t.off_peak,
+        day=t.day,
+        peak=t.peak,
+        export=t.export,
+    )
+    spec = CommunitySpec(
+        agents=scenario.agents, slots=scenario.slots, slots_per_day=scenario.slots_per_day
+    )
+    load = np.rint(energy.load_wh).astype(np.int64)
+    community = Community(spec, energy.agent_types, load, load - devices.net_wh, devices.net_wh)
+    return energy, devices, community, tariff
+
+
+def _member_strategies(config: SimulationConfig, energy: EnergyCommunity) -> list[TimeDependent]:
+    """Naive: one fixed linear strategy. Otherwise each member's own (or ``config.strategy``):
+    patient and risk-tolerant members hold firm (Boulware, beta down to 1/4), impatient or
+    risk-averse ones concede early (Conceder, beta up to 4)."""
+    if config.market == "naive":
+        return [strategy("linear")] * energy.agents
+    if config.strategy != "mixed":
+        return [strategy(config.strategy)] * energy.agents
+    eagerness = 0.5 * (1 - energy.patience) + 0.5 * energy.risk_aversion
+    beta = np.exp(np.log(0.25) + np.log(16.0) * eagerness)
+    return [TimeDependent(float(b), name="member") for b in beta]
 
 
 def _rail(config: SimulationConfig, funding: dict[int, int], inbound: dict[int, int]) -> Rail:

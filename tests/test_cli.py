@@ -132,3 +132,27 @@ def test_a_reader_that_goes_away_ends_the_output_not_the_run() -> None:
     )
     assert result.stdout.startswith("slot 1 / 14")
     assert "Traceback" not in result.stderr, result.stderr
+
+
+def test_a_scenario_run_reports_quality_against_the_optimum_and_the_naive_market(
+    tmp_path: Path,
+) -> None:
+    out = tmp_path / "small.json"
+    args = ["simulate", "--scenario", "small", "--seed", "1", "--rail", "inprocess"]
+    result = CliRunner().invoke(app, [*args, "--json", str(out)])
+    assert result.exit_code == 0, result.output
+    data = json.loads(out.read_text())
+    assert data["agents"] == 100 and data["slots"] == 96 and data["scenario"] == "small"
+    for key in ("efficiency", "peak_reduction", "jain_index", "price_volatility", "naive"):
+        assert key in data, key
+    assert data["optimum_cost_msat"] <= data["cost_msat"] <= data["grid_only_cost_msat"]
+    assert 0.5 < data["efficiency"] <= 1.0
+    naive = data["naive"]
+    assert naive["efficiency"] < data["efficiency"]  # mean-field planning and guidance pay off
+    assert naive["cost_msat"] > data["cost_msat"]
+    assert "efficiency vs optimum" in result.output
+
+
+def test_an_unknown_scenario_fails_with_the_named_ones() -> None:
+    result = CliRunner().invoke(app, ["simulate", "--scenario", "atlantis"])
+    assert result.exit_code != 0 and "storage-rich" in result.output
