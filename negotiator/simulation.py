@@ -17,11 +17,16 @@ import msgspec
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
-from agents import STRATEGIES, Trader, strategy
-from agents.strategies import TimeDependent
-from market import Community, CommunitySpec, MeanFieldService, TimeOfUseTariff, board_matcher
-from market.dispatch import (
+from agents import STRATEGIES, TimeDependent, Trader, strategy
+from market import (
+    Community,
+    CommunitySpec,
     Dispatch,
+    EnergyCommunity,
+    MeanFieldService,
+    Scenario,
+    TimeOfUseTariff,
+    board_matcher,
     demand_shares,
     dispatch,
     efficiency,
@@ -29,7 +34,6 @@ from market.dispatch import (
     jain_index,
     optimum,
 )
-from market.scenario import EnergyCommunity, Scenario
 from negotiator.bus import LocalBus
 from negotiator.ledger import Ledger
 from negotiator.metrics import Exporter, RunMetrics
