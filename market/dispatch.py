@@ -39,8 +39,6 @@ class Dispatch:
     flexible_wh: np.ndarray
     degradation_msat: np.ndarray
     """Per member: the battery wear of the day."""
-    plan: Optimum | None = None
-    """The mean-field planner's day-ahead solution (meanfield only)."""
 
 
 def dispatch(community: EnergyCommunity, mode: Mode) -> Dispatch:
@@ -48,14 +46,12 @@ def dispatch(community: EnergyCommunity, mode: Mode) -> Dispatch:
     c = community
     base = c.load_wh - c.pv_wh
     slots = base.shape[1]
-    plan = None
     if mode == "selfish":
         flexible = c.flexible.asap(slots)
         before = base.copy()
         np.add.at(before, c.flexible_owner, flexible)
         battery = c.batteries.self_consumption(before[c.battery_owner])
     elif mode == "meanfield":
-        plan = plan_day(c)
         battery, flexible = _rolling(c)
     else:
         raise ValueError(f"unknown dispatch mode {mode!r}")
@@ -64,7 +60,7 @@ def dispatch(community: EnergyCommunity, mode: Mode) -> Dispatch:
     np.add.at(net, c.flexible_owner, flexible)
     wear = np.zeros(c.agents)
     np.add.at(wear, c.battery_owner, c.batteries.throughput_cost(battery))
-    return Dispatch(np.rint(net).astype(np.int64), battery, flexible, wear, plan)
+    return Dispatch(np.rint(net).astype(np.int64), battery, flexible, wear)
 
 
 def _rolling(c: EnergyCommunity) -> tuple[np.ndarray, np.ndarray]:
@@ -84,6 +80,7 @@ def _rolling(c: EnergyCommunity) -> tuple[np.ndarray, np.ndarray]:
     left = flex.energy_wh.astype(np.float64).copy()
     peak = 0.0
     charge = c.demand_charge_per_wh()
+    window = flex.window(slots)
     for t in range(slots):
         base = forecast[t:].copy()
         base[0] = realised[t]
@@ -112,9 +109,7 @@ def _rolling(c: EnergyCommunity) -> tuple[np.ndarray, np.ndarray]:
         battery[:, t] = flow[:, 0]
         level = soc[:, 0]
         want = share(step.flexible_wh[:, :1], of_f, flex.energy_wh)[:, 0]
-        draw = np.where(
-            flex.window(slots)[:, t], np.clip(want, 0.0, np.minimum(flex.power_wh, left)), 0.0
-        )
+        draw = np.where(window[:, t], np.clip(want, 0.0, np.minimum(flex.power_wh, left)), 0.0)
         flexible[:, t] = draw
         left -= draw
         peak = max(peak, float(realised[t] + battery[:, t].sum() + draw.sum()))
