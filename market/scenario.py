@@ -24,6 +24,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 from market.devices import BatteryFleet, FlexibleFleet
 from market.profiles import AZIMUTHS, load_shape, pv_shape
+from market.tariff import TimeOfUseTariff
 
 SCENARIOS = Path(__file__).parent / "scenarios"
 NAMED = tuple(sorted(p.stem for p in SCENARIOS.glob("*.toml")))
@@ -154,16 +155,16 @@ class Scenario(BaseModel):
             count[i] += 1
         return dict(zip(names, count.tolist(), strict=True))
 
+    def tou(self) -> TimeOfUseTariff:
+        """The scenario's tariff as the traders read it (slot -> import and export price)."""
+        t = self.tariff
+        return TimeOfUseTariff(self.slots_per_day, t.off_peak, t.day, t.peak, t.export)
+
     def prices(self) -> tuple[np.ndarray, np.ndarray]:
         """Import and export price per slot over the horizon (msat per kWh)."""
-        hour = (np.arange(self.slots) % self.slots_per_day) * self.slot_hours
-        t = self.tariff
-        imp = np.where(
-            (hour >= 17) & (hour < 22),
-            t.peak,
-            np.where((hour >= 7) & (hour < 17), t.day, t.off_peak),
-        )
-        return imp.astype(np.int64), np.full(self.slots, t.export, np.int64)
+        tariff = self.tou()
+        imp = np.array([tariff.import_price(slot) for slot in range(self.slots)], np.int64)
+        return imp, np.full(self.slots, tariff.export, np.int64)
 
     def realise(self, rng: np.random.Generator) -> EnergyCommunity:
         """Draw the community: members, devices, forecast and realised profiles."""

@@ -353,14 +353,7 @@ def _scenario(
     scenario = Scenario.load(config.scenario)
     energy = scenario.realise(rng)
     devices = dispatch(energy, "selfish" if config.market == "naive" else "meanfield")
-    t = scenario.tariff
-    tariff = TimeOfUseTariff(
-        slots_per_day=scenario.slots_per_day,
-        off_peak=t.off_peak,
-        day=t.day,
-        peak=t.peak,
-        export=t.export,
-    )
+    tariff = scenario.tou()
     spec = CommunitySpec(
         agents=scenario.agents, slots=scenario.slots, slots_per_day=scenario.slots_per_day
     )
