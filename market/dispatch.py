@@ -39,6 +39,9 @@ class Dispatch:
     flexible_wh: np.ndarray
     degradation_msat: np.ndarray
     """Per member: the battery wear of the day."""
+    soc_start_wh: np.ndarray
+    """Per battery: its charge at the start of the day, where the mode's day that repeats
+    leaves it (the day ends at least as full)."""
 
 
 def dispatch(community: EnergyCommunity, mode: Mode) -> Dispatch:
@@ -50,9 +53,10 @@ def dispatch(community: EnergyCommunity, mode: Mode) -> Dispatch:
         flexible = c.flexible.asap(slots)
         before = base.copy()
         np.add.at(before, c.flexible_owner, flexible)
-        battery = c.batteries.self_consumption(before[c.battery_owner])
+        fleet, battery = c.batteries.steady_self_consumption(before[c.battery_owner])
+        start = fleet.soc0_wh
     elif mode == "meanfield":
-        battery, flexible = _rolling(c)
+        start, battery, flexible = _rolling(c)
     else:
         raise ValueError(f"unknown dispatch mode {mode!r}")
     net = base.copy()
@@ -60,16 +64,21 @@ def dispatch(community: EnergyCommunity, mode: Mode) -> Dispatch:
     np.add.at(net, c.flexible_owner, flexible)
     wear = np.zeros(c.agents)
     np.add.at(wear, c.battery_owner, c.batteries.throughput_cost(battery))
-    return Dispatch(np.rint(net).astype(np.int64), battery, flexible, wear)
+    return Dispatch(np.rint(net).astype(np.int64), battery, flexible, wear, start)
 
 
-def _rolling(c: EnergyCommunity) -> tuple[np.ndarray, np.ndarray]:
+def _rolling(c: EnergyCommunity) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Follow the equilibrium slot by slot, re-solving it at each slot open on what is known by
     then: the slot's realised positions (the members' reports), forecasts for the rest of the
-    day, the devices' states, the peak so far (model-predictive control)."""
-    bats, flex = c.batteries, c.flexible
-    classes_b, of_b = group_batteries(bats)
-    classes_f, of_f = group_flexible(flex)
+    day, the devices' states, the peak so far (model-predictive control). The batteries start
+    where the day-ahead plan of a repeating day has them, and must end the day at least there.
+    Returns the batteries' start and the battery and flexible flows."""
+    classes_b, of_b = group_batteries(c.batteries)
+    classes_f, of_f = group_flexible(c.flexible)
+    start = share(plan_day(c).soc_start_wh[:, None], of_b, c.batteries.capacity_wh)[:, 0]
+    bats = dataclasses.replace(c.batteries, soc0_wh=np.minimum(start, c.batteries.capacity_wh))
+    classes_b = dataclasses.replace(classes_b, soc0_wh=np.bincount(of_b, weights=bats.soc0_wh))
+    flex = c.flexible
     k_b, k_f = len(classes_b), len(classes_f)
     realised = (c.load_wh - c.pv_wh).sum(axis=0)
     forecast = (c.load_forecast_wh - c.pv_forecast_wh).sum(axis=0)
@@ -113,11 +122,12 @@ def _rolling(c: EnergyCommunity) -> tuple[np.ndarray, np.ndarray]:
         flexible[:, t] = draw
         left -= draw
         peak = max(peak, float(realised[t] + battery[:, t].sum() + draw.sum()))
-    return battery, flexible
+    return bats.soc0_wh, battery, flexible
 
 
 def plan_day(community: EnergyCommunity, *, forecast: bool = True) -> Optimum:
-    """The community's day-ahead equilibrium over device classes, on forecasts (or realised)."""
+    """The community's day-ahead equilibrium over device classes, on forecasts (or realised),
+    for a day that repeats (batteries end where they start)."""
     c = community
     base = (c.load_forecast_wh - c.pv_forecast_wh) if forecast else (c.load_wh - c.pv_wh)
     batteries, _ = group_batteries(c.batteries)
@@ -129,6 +139,7 @@ def plan_day(community: EnergyCommunity, *, forecast: bool = True) -> Optimum:
         batteries,
         flexible,
         demand_charge=c.demand_charge_per_wh(),
+        cyclic=True,
     )
 
 

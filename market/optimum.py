@@ -9,7 +9,8 @@ schedule over the whole horizon to minimise
 
 subject to the balance in every slot (G+ - G- = inflexible net + charge - discharge + flexible),
 each battery's state of charge within [0, capacity] with its efficiencies and power limits and
-ending the horizon at least as full as it started, each flexible load drawing its energy within
+ending the horizon at least as full as it started (or, ``cyclic``, where it started, the start
+being free: the periodic steady state of a day that repeats), each flexible load drawing its energy within
 its window at its power, and peak >= G+_t (the demand charge D applies to the horizon's highest
 import). Payments between members are transfers: they cancel in the community's welfare.
 
@@ -43,6 +44,9 @@ class Optimum:
     flexible_wh: np.ndarray
     """Flexible loads x slots: energy drawn."""
     peak_wh: float
+    soc_start_wh: np.ndarray
+    """Each battery's state of charge before the first slot (chosen by the programme when
+    cyclic)."""
     price: np.ndarray
     """Marginal value of energy per slot (msat per kWh): the balance constraint's duals."""
 
@@ -58,12 +62,17 @@ def solve_optimum(
     method: str = "highs-ds",
     soc_end_wh: np.ndarray | None = None,
     peak_floor: float = 0.0,
+    cyclic: bool = False,
 ) -> Optimum:
     """Solve the community's day (``net_wh``: inflexible need per slot, summed over members;
     prices in msat per kWh; ``demand_charge`` in msat per Wh-per-slot of the horizon's peak).
 
     ``soc_end_wh``: the least each battery must hold at the end (default: its initial charge);
-    ``peak_floor``: a peak already reached before this horizon (a rolling plan's past)."""
+    ``peak_floor``: a peak already reached before this horizon (a rolling plan's past);
+    ``cyclic``: each battery starts where it ends, at a level the programme chooses (the
+    fleet's ``soc0_wh`` and ``soc_end_wh`` are then not used)."""
+    if cyclic and soc_end_wh is not None:
+        raise ValueError("a cyclic day ends where it starts: soc_end_wh does not apply")
     net = np.asarray(net_wh, np.float64)
     T = net.size
     imp = np.asarray(import_price, np.float64)
@@ -94,7 +103,8 @@ def solve_optimum(
     upper[d0:s0] = np.repeat(batteries.power_wh, T)
     upper[s0:f0] = np.repeat(batteries.capacity_wh, T)
     last = s0 + np.arange(B) * T + T - 1
-    lower[last] = batteries.soc0_wh if soc_end_wh is None else soc_end_wh
+    if not cyclic:
+        lower[last] = batteries.soc0_wh if soc_end_wh is None else soc_end_wh
     lower[peak] = peak_floor
     upper[f0:n] = np.where(flexible.window(T), flexible.power_wh[:, None], 0.0).ravel()
 
@@ -117,10 +127,14 @@ def solve_optimum(
     jt = np.arange(J * T)
     put(jt % T, f0 + jt, -1.0)
     # state of charge, rows T..T+B*T-1: s_t - s_{t-1} - eta_c c_t + d_t / eta_d = [t==0] soc0
+    # (cyclic: s_{-1} is s_{T-1} and the right-hand side is 0)
     r = T + bt
     put(r, s0 + bt, 1.0)
     later = bt[bt % T > 0]
     put(T + later, s0 + later - 1, -1.0)
+    if cyclic:  # T == 1: s_0 - s_0 sums to a zero coefficient, as it should
+        first = bt[bt % T == 0]
+        put(T + first, s0 + first + T - 1, -1.0)
     put(r, c0 + bt, -np.repeat(batteries.eta_charge, T))
     put(r, d0 + bt, 1.0 / np.repeat(batteries.eta_discharge, T))
     # flexible energy, rows T+B*T..: sum_t f = E
@@ -130,7 +144,8 @@ def solve_optimum(
         (np.concatenate(vals), (np.concatenate(rows), np.concatenate(cols))), shape=(m_eq, n)
     )
     b_eq = np.concatenate([net, np.zeros(B * T), flexible.energy_wh.astype(np.float64)])
-    b_eq[T + np.arange(B) * T] = batteries.soc0_wh
+    if not cyclic:
+        b_eq[T + np.arange(B) * T] = batteries.soc0_wh
     # peak, inequality rows: G+_t - peak <= 0
     a_ub = sparse.csr_array(
         (
@@ -160,5 +175,6 @@ def solve_optimum(
         battery_wh=charge - discharge,
         flexible_wh=x[f0:n].reshape(J, T),
         peak_wh=float(x[peak]),
+        soc_start_wh=x[last] if cyclic else batteries.soc0_wh.astype(np.float64),
         price=np.asarray(result.eqlin.marginals[:T]) * 1000,
     )

@@ -33,6 +33,26 @@ def test_a_battery_carries_the_surplus_to_the_need() -> None:
     assert best.battery_wh[0].tolist() == pytest.approx([1000, -1000])
 
 
+def test_a_cyclic_day_starts_with_what_its_end_leaves() -> None:
+    need_first = np.array([1000.0, -1000.0])
+    once = solve_optimum(need_first, IMP, EXP, _battery(2000), FlexibleFleet.empty())
+    assert once.cost_msat == pytest.approx(1000 * 300 - 1000 * 80)  # empty at dawn: no help
+    again = solve_optimum(need_first, IMP, EXP, _battery(2000), FlexibleFleet.empty(), cyclic=True)
+    assert again.cost_msat == pytest.approx(0.0, abs=1e-6)  # yesterday's surplus covers it
+    assert again.soc_start_wh.tolist() == pytest.approx([1000])
+    assert again.battery_wh[0].tolist() == pytest.approx([-1000, 1000])
+    with pytest.raises(ValueError, match="cyclic"):
+        solve_optimum(
+            need_first,
+            IMP,
+            EXP,
+            _battery(2000),
+            FlexibleFleet.empty(),
+            cyclic=True,
+            soc_end_wh=np.zeros(1),
+        )
+
+
 def test_losses_and_wear_are_paid_for() -> None:
     # 90% each way: 1000 Wh stored gives 810 Wh back; wear 0.01 msat per Wh each way
     best = solve_optimum(
