@@ -58,7 +58,7 @@ class SimulationConfig(BaseModel):
     pv_share: float = Field(0.4, ge=0.0, le=1.0, description="share of agents with rooftop PV")
     strategy: str = Field("mixed", description="boulware, linear, conceder or mixed")
     max_rounds: int = Field(10, ge=1, description="offers per negotiation, at most")
-    max_partners: int = Field(6, ge=1, description="sellers each buyer negotiates with per slot")
+    max_partners: int = Field(12, ge=1, description="sellers each buyer negotiates with per slot")
     ledger: str | None = Field(None, description="SQLite ledger path; a temp file when None")
     rail: Literal["lightning", "inprocess", "cln"] = Field(
         "lightning",

@@ -63,3 +63,29 @@ def test_matcher_respects_quantities_partners_and_resources() -> None:
     assert board_matcher()(0, buyers, None, rng) == []
     with pytest.raises(ValueError):
         board_matcher(0)
+
+
+def test_matcher_admits_by_price_and_pairs_large_with_large() -> None:
+    rng = np.random.default_rng(1)
+    sellers = [pos(0, Side.SELL, 5000, 80_000), pos(1, Side.SELL, 300, 300_000)]
+    sellers += [pos(2 + i, Side.SELL, 100, 80_000) for i in range(10)]
+    buyers = [pos(100, Side.BUY, 5000, 280_000), pos(101, Side.BUY, 900, 50_000)]
+    buyers += [pos(102 + i, Side.BUY, 120, 280_000) for i in range(8)]
+    pairings = board_matcher(max_partners=2)(0, sellers + buyers, None, rng)
+    assert all(p.responder != 1 and p.initiator != 101 for p in pairings)  # prices never cross
+    big = [p for p in pairings if p.initiator == 100]
+    assert [(p.responder, p.quantity) for p in big] == [(0, 5000)]  # one partner, not fifty
+    total = sum(p.quantity for p in pairings)
+    assert total == 5000 + 8 * 120  # supply 6000 at 80k covers every buyer whose bid covers it
+    per_seller: dict[int, int] = {}
+    for p in pairings:
+        per_seller[p.responder] = per_seller.get(p.responder, 0) + p.quantity
+    assert all(q <= (5000 if s == 0 else 100) for s, q in per_seller.items())
+
+
+def test_a_partner_limit_leaves_nothing_unpaired_that_another_buyer_can_take() -> None:
+    rng = np.random.default_rng(0)
+    sellers = [pos(i, Side.SELL, 700, 80_000) for i in range(10)]
+    buyers = [pos(100 + i, Side.BUY, 1000, 280_000) for i in range(20)]
+    pairings = board_matcher(max_partners=2)(0, sellers + buyers, None, rng)
+    assert sum(p.quantity for p in pairings) == 7000  # the whole supply, though demand is 20,000
