@@ -2,8 +2,9 @@
 
 Its reservation price comes from the outside option: a buyer pays at most the grid's import price,
 a seller takes at least the export price. It opens at an aspiration anchored on the mean-field
-guidance price when there is one (the community's recent volume-weighted price, pushed a little in
-its own favour), otherwise on the other side's outside option, and concedes along its strategy.
+guidance when there is one (the expected clearing price for its type, else the community's recent
+volume-weighted price, pushed a little in its own favour), otherwise on the other side's outside
+option, and concedes along its strategy.
 Quantity is reserved per negotiation, so the negotiations it holds at once can never commit more
 than it has; what is left at gate closure goes to the grid.
 

@@ -3,7 +3,8 @@
 - ``update_ms``: one slot's PopulationReport of ``--agents`` agents (2 types) taken in and the
   snapshot rebuilt (statistics, drift, prices, guidance), median of ``--repeat`` runs. Its parts,
   timed on their own: ``stats_ms`` (per-type moments, histograms, buyers and sellers, extremes,
-  drift, quantiles, trimmed means) and ``guidance_ms`` (the per-type LQ guidance solve). Around it, not in it:
+  drift, quantiles, trimmed means) and ``guidance_ms`` (the board's demand, supply
+  and reservations, and the per-type LQ guidance solve). Around it, not in it:
   ``pack_ms`` (the reporting side packs its Python lists into the report's columns) and
   ``decode_ms`` (msgpack bytes off the wire, validated, into a report).
 - ``hist_quantiles_us`` against ``np_quantile_ms``: five quantiles per type read off the
@@ -67,7 +68,7 @@ def main() -> None:
         types = service._type_stats(report.type_names, codes, net, reservation)
         stats.append(time.perf_counter() - start)
         start = time.perf_counter()
-        service._guidance(types, 150_000.0)
+        service._guidance(types, service._board(net, reservation))
         guides.append(time.perf_counter() - start)
         hist = np.stack([np.asarray(t.histogram) for t in types.values()])
         levels = np.array([0.1, 0.25, 0.5, 0.75, 0.9])

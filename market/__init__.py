@@ -13,7 +13,7 @@ from market.dispatch import (
 )
 from market.lq import LQSolution, LQType
 from market.matching import board_matcher
-from market.meanfield import MeanFieldService, PriceStats, Snapshot, TypeStats
+from market.meanfield import Board, Guidance, MeanFieldService, PriceStats, Snapshot, TypeStats
 from market.optimum import Optimum, solve_optimum
 from market.scenario import NAMED, EnergyCommunity, Scenario
 from market.tariff import TimeOfUseTariff
@@ -21,11 +21,13 @@ from market.tariff import TimeOfUseTariff
 __all__ = [
     "NAMED",
     "BatteryFleet",
+    "Board",
     "Community",
     "CommunitySpec",
     "Dispatch",
     "EnergyCommunity",
     "FlexibleFleet",
+    "Guidance",
     "LQSolution",
     "LQType",
     "MeanFieldService",

@@ -81,22 +81,39 @@ def test_drift_is_the_wasserstein_distance_between_consecutive_slots() -> None:
     assert gauges["guidance_price"] == 200_000
 
 
-def test_guidance_moves_the_price_with_the_imbalance_and_shrinks_positions() -> None:
+BID, ASK = 280_000, 80_000  # the buyers' and the sellers' reservations (import, export)
+
+
+def _reservations(net: list[int] | np.ndarray) -> list[int]:
+    return [BID if x > 0 else ASK for x in np.asarray(net).tolist()]
+
+
+def test_guidance_splits_the_gains_by_the_imbalance_and_shrinks_positions() -> None:
     def guidance(net: list[int]) -> dict[str, object]:
         service = MeanFieldService()
         types = [0] * 3 + [1] * 2
-        service.handle(PopulationReport.of(0, ["consumer", "prosumer"], types, net, [1] * 5))
-        service.handle(TradeReport(0, [150_000], [1000]))
-        return dict(service.snapshot().guidance)
+        report = PopulationReport.of(0, ["consumer", "prosumer"], types, net, _reservations(net))
+        service.handle(report)
+        snapshot = service.snapshot()
+        assert snapshot.board is not None
+        assert snapshot.board.demand == sum(x for x in net if x > 0)
+        assert (snapshot.board.bid, snapshot.board.ask) == (BID, ASK)
+        return dict(snapshot.guidance)
 
     buyers = guidance([800, 600, 700, -500, -300])  # the population is net buying
     sellers = guidance([100, 50, 80, -900, -1200])  # net selling
-    assert buyers["consumer"].price > 150_000 > sellers["consumer"].price  # type: ignore[attr-defined]
+    balanced = guidance([500, 500, 500, -750, -750])
+    mid = (BID + ASK) / 2
+    assert BID > buyers["consumer"].price > mid > sellers["consumer"].price > ASK  # type: ignore[attr-defined]
+    assert balanced["consumer"].price == pytest.approx(mid)  # type: ignore[attr-defined]
     assert buyers["consumer"].price == buyers["prosumer"].price  # type: ignore[attr-defined]
     for advice, mean in ((buyers["consumer"], 700.0), (buyers["prosumer"], -400.0)):
         assert 0 < advice.position / mean < 1  # type: ignore[attr-defined]
         assert 0 < advice.traded_share < 1  # type: ignore[attr-defined]
-    assert MeanFieldService().snapshot().guidance == {}  # no price seen yet: no guidance
+    assert MeanFieldService().snapshot().guidance == {}  # nothing reported yet: no guidance
+    one_sided = MeanFieldService()
+    one_sided.handle(PopulationReport.of(0, ["c"], [0, 0], [500, 300], [BID, BID]))
+    assert one_sided.snapshot().guidance == {}  # nobody to trade with: no price to expect
 
 
 def test_guidance_can_be_switched_off() -> None:
@@ -123,22 +140,24 @@ def test_quantiles_from_the_histogram_are_exact_to_a_bin() -> None:
 def test_a_fifth_of_lying_agents_cannot_steer_a_robust_location(location: str) -> None:
     rng = np.random.default_rng(4)
     honest = rng.normal(400, 200, 800).round().astype(np.int64)
-    liars = np.full(200, 10**9)  # claim to need a thousand megawatt-hours
+    honest[:300] = -rng.uniform(100, 900, 300).round()  # some sellers, so there is a price
+    liars = np.full(200, 10**9)  # claim to need a thousand megawatt-hours at any price
     net = np.concatenate([honest, liars])
+    reservation = np.array(_reservations(honest) + [10**9] * 200)
 
-    def guidance(location: str, net: np.ndarray) -> tuple[float, float]:
+    def guidance(location: str, net: np.ndarray, reservation: np.ndarray) -> tuple[float, float]:
         service = MeanFieldService(location=location)  # type: ignore[arg-type]
-        service.handle(PopulationReport.of(0, ["c"], np.zeros_like(net), net, np.ones_like(net)))
-        service.handle(TradeReport(0, [150_000], [1000]))
+        service.handle(PopulationReport.of(0, ["c"], np.zeros_like(net), net, reservation))
         snapshot = service.snapshot()
         return snapshot.types["c"].center, snapshot.guidance["c"].price
 
-    clean_center, clean_price = guidance(location, honest)
-    center, price = guidance(location, net)
-    assert abs(center - clean_center) < 200  # within one honest standard deviation
-    assert abs(price - clean_price) < 0.2 * abs(clean_price - 150_000)
-    mean_center, _ = guidance("mean", net)
-    assert mean_center > 10**8  # the plain mean follows the liars
+    clean_center, clean_price = guidance(location, honest, np.array(_reservations(honest)))
+    center, price = guidance(location, net, reservation)
+    assert abs(center - clean_center) < 300  # within about one honest standard deviation
+    assert ASK < price < BID
+    assert abs(price - clean_price) < 0.2 * (BID - ASK)
+    mean_center, mean_price = guidance("mean", net, reservation)
+    assert mean_center > 10**8 and mean_price > BID  # the plain mean follows the liars
 
 
 def test_a_bad_location_or_trim_is_refused() -> None:
