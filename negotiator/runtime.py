@@ -63,9 +63,18 @@ class RuntimeConfig(BaseModel):
     settle_workers: int = Field(1, ge=1, description="settlement batches in progress at once")
     settle_batch: int = Field(8192, ge=1, description="settlement jobs per batch, at most")
     settle_timeout_s: float = Field(30.0, gt=0, description="time to settle before failing")
+    max_settling: int = Field(
+        20_000,
+        ge=1,
+        description="agreements waiting for settlement before the next slot waits for them",
+    )
     population_timeout_s: float = Field(10.0, gt=0, description="mean-field request timeout")
     max_agent_failures: int = Field(3, ge=1, description="handler exceptions before retirement")
     grace_s: float = Field(10.0, ge=0, description="time to finish in-flight work on shutdown")
+
+
+PRICE_LEVELS = (0.1, 0.25, 0.5, 0.75, 0.9)
+"""The quantiles of a slot's agreed prices that :class:`SlotReport` carries."""
 
 
 class SlotReport(msgspec.Struct, frozen=True):
@@ -75,6 +84,10 @@ class SlotReport(msgspec.Struct, frozen=True):
     negotiations: int
     agreements: int
     duration_s: float
+    traded: int = 0
+    """Units agreed in the slot."""
+    prices: tuple[float, ...] = ()
+    """Agreed prices' p10, p25, p50, p75 and p90 (msat per 1,000 units); empty without trades."""
 
 
 class RunReport(msgspec.Struct, frozen=True):
@@ -232,6 +245,7 @@ class Runtime:
             if self.population is not None and self._view is None:
                 self._view = await self._snapshot(-1)  # what the service knew before this run
             for slot in range(slots):
+                await self._settlement_backlog()
                 if self._stopping:
                     break
                 report = await self._slot(slot)
@@ -243,6 +257,14 @@ class Runtime:
                 await self._quiesce(self.config.grace_s)
             tg.cancel_scope.cancel()
         return self._report(self.clock() - started)
+
+    async def _settlement_backlog(self) -> None:
+        """Back-pressure: the next slot opens only once the settlement backlog is below
+        ``max_settling`` (negotiating outpaces settling on a saturated loop; unchecked, the
+        backlog grows with the run and its oldest agreements time out unpaid)."""
+        bound = self.config.max_settling
+        while self.settler.pending > bound and not self._stopping:
+            await anyio.sleep(0.005)
 
     async def _quiesce(self, timeout: float) -> None:
         """Let the engines deliver what is still queued (the last Paid messages, say)."""
@@ -300,7 +322,11 @@ class Runtime:
         self._negotiations += len(pairings)
         self.metrics.slot_duration.observe(duration)
         agreed = self.metrics.outcomes.get("agreed", 0) - agreed_before
-        return SlotReport(slot, len(pairings), agreed, duration)
+        quantiles: tuple[float, ...] = ()
+        if trades:
+            levels = np.quantile(np.fromiter((p for p, _ in trades), np.float64), PRICE_LEVELS)
+            quantiles = tuple(float(v) for v in levels)
+        return SlotReport(slot, len(pairings), agreed, duration, volume, quantiles)
 
     async def _population(self, slot: int, positions: list[Position]) -> object:
         if self.population is None:

@@ -37,12 +37,13 @@ settler's share of a saturated loop does not depend on how costly each item is."
 
 
 class _Pending:
-    __slots__ = ("accepted_at", "agreement", "invoice")
+    __slots__ = ("abandoned", "accepted_at", "agreement", "invoice")
 
     def __init__(self, agreement: Agreement, accepted_at: float) -> None:
         self.agreement = agreement
         self.accepted_at = accepted_at
         self.invoice: Invoice | None = None
+        self.abandoned = False
 
 
 class Settler:
@@ -95,8 +96,11 @@ class Settler:
         self._submit(pay)
 
     def abandon(self, nid: int, reason: str) -> None:
-        """Fail a pending agreement whose party can no longer take part."""
-        if nid in self._pending:
+        """Fail a pending agreement whose party can no longer take part (once: asking again
+        while the failure waits in the queue does nothing)."""
+        pending = self._pending.get(nid)
+        if pending is not None and not pending.abandoned:
+            pending.abandoned = True
             self._submit((nid, reason))
 
     def _submit(self, job: Agreement | Pay | tuple[int, str]) -> None:
@@ -143,7 +147,8 @@ class Settler:
         for nid, pending in self._pending.items():  # in acceptance order: stop at the first fresh
             if pending.accepted_at >= limit:
                 break
-            stale.append(nid)
+            if not pending.abandoned:
+                stale.append(nid)
         for nid in stale:
             self.abandon(nid, "settlement_timeout")
 

@@ -76,6 +76,30 @@ async def test_every_agreement_is_settled_and_paid_exactly(tmp_path: Path, engin
     sim.close()
 
 
+async def test_a_slot_opens_only_once_the_settlement_backlog_is_below_its_bound(
+    tmp_path: Path,
+) -> None:
+    sim = build(config(tmp_path, max_settling=5))
+    runtime = sim.runtime
+    matcher = runtime.matcher
+    backlog: list[int] = []
+
+    def watching(*args: Any) -> Any:
+        backlog.append(runtime.settler.pending)
+        return matcher(*args)
+
+    runtime.matcher = watching
+    reports: list[SlotReport] = []
+    summary = await sim.run(reports.append)
+    sim.close()
+    assert max(backlog) <= 5 and summary.run.agreements > 100
+    assert summary.run.settled == summary.run.agreements
+    traded = [r for r in reports if r.agreements]
+    assert sum(r.traded for r in reports) == summary.run.traded_wh
+    assert all(len(r.prices) == 5 and r.prices == tuple(sorted(r.prices)) for r in traded)
+    assert all(r.prices == () for r in reports if not r.agreements)
+
+
 @pytest.mark.parametrize("engine", ENGINES)
 async def test_bad_input_is_refused_counted_logged_and_the_run_goes_on(
     tmp_path: Path, engine: str

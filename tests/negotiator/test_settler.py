@@ -40,3 +40,31 @@ async def test_an_agreement_abandoned_twice_in_one_batch_fails_once_with_the_fir
     failures = [m for m in delivered if isinstance(m, SettlementFailed)]
     assert sorted(m.receiver for m in failures) == [1, 2]  # each party told once
     ledger.close()
+
+
+async def test_agreements_that_time_out_are_failed_once_each_however_long_the_drain(
+    tmp_path: Path,
+) -> None:
+    ledger = Ledger(tmp_path / "ledger.sqlite")
+    settler = Settler(
+        InProcessRail({1: 10**9, 2: 0}), ledger, RunMetrics(), lambda _: None, timeout_s=0.01
+    )
+    submitted: list[object] = []
+    submit = settler._submit
+
+    def counting(job: Any) -> None:
+        submitted.append(job)
+        submit(job)
+
+    settler._submit = counting  # type: ignore[method-assign]
+    for nid in range(200):  # a backlog the settler has not reached yet, all stale already
+        settler.agree(Agreement(nid, 0, 1, 2, Terms("energy", 10, 200_000, 0, 1), 3), 0.0)
+    for _ in range(5):  # the drain's loop looks for stale agreements again and again
+        settler._expire_stale()
+    assert sum(isinstance(job, tuple) for job in submitted) == 200  # one failure job each
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(settler.run)
+        assert await settler.drain(5)
+        tg.cancel_scope.cancel()
+    assert ledger.failure_reasons() == {"settlement_timeout": 200}
+    ledger.close()
