@@ -358,6 +358,11 @@ class MeanFieldService:
         cdf_now = np.cumsum(now) / now.sum()
         return float((np.abs(cdf_before - cdf_now) * np.diff(self.bin_edges)).sum())
 
+    @property
+    def last(self) -> Snapshot | None:
+        """The snapshot served last, as it was (never recomputed here); None before any."""
+        return self._snapshot
+
     def gauges(self) -> dict[str, Any]:
         """The figures the metrics export: drift and buyers / sellers per type, prices.
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import importlib.util
 import json
 import sys
@@ -16,11 +17,11 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from market.reports import lq_report, mfg_report
-from negotiator import log
+from negotiator import log, report
 from negotiator.live import LiveView
 from negotiator.metrics import Exporter
 from negotiator.runtime import RuntimeConfig, SlotReport
-from negotiator.simulation import SimulationConfig, Summary, build
+from negotiator.simulation import Simulation, SimulationConfig, Summary, build
 from payments.regtest import TOPOLOGIES, BitcoinRpc, Regtest, RegtestError
 
 app = typer.Typer(
@@ -92,6 +93,14 @@ def simulate(
         bool,
         typer.Option(help="With --scenario: also run the naive market and report it beside."),
     ] = True,
+    report_dir: Annotated[
+        Path | None,
+        typer.Option(
+            "--report",
+            help="Write the summary and PNG plots (community, prices, latency, mean field)"
+            " into this directory; `negotiator report DIR` renders them into one page.",
+        ),
+    ] = None,
     log_level: Annotated[str, typer.Option(help="debug, info, warning or error.")] = "warning",
     quiet: Annotated[bool, typer.Option(help="No progress bar or table.")] = False,
     live: Annotated[
@@ -157,27 +166,29 @@ def simulate(
         if not quiet:
             console.print(f"metrics at {exporter.url}")
 
-    async def main() -> Summary:
-        return await sim.run(
+    async def main(run: Simulation) -> Summary:
+        return await run.run(
             on_slot, handle_signals=True, metrics_port=metrics_port, on_exporter=on_exporter
         )
 
     options = {"use_uvloop": uvloop_available()}
-    try:
-        with view if view is not None else progress:
-            summary = anyio.run(main, backend="asyncio", backend_options=options)
-            naive = None
-            if scenario is not None and baselines and not summary.run.interrupted:
-                progress.update(task, completed=0, description="naive", info="naive baseline")
-                baseline = build(config.naive())
-                try:
-                    naive = anyio.run(
-                        baseline.run, on_slot, backend="asyncio", backend_options=options
-                    )
-                finally:
-                    baseline.close()
-    finally:
-        sim.close()
+    with view if view is not None else progress:
+        try:
+            summary = anyio.run(main, sim, backend="asyncio", backend_options=options)
+            trace = sim.trace() if report_dir is not None else None
+        finally:
+            sim.close()
+        del sim  # the baseline builds a second community: free the first one's memory (the
+        gc.unfreeze()  # runtime froze it out of the collector's sight; its cycles go now)
+        gc.collect()
+        naive = None
+        if scenario is not None and baselines and not summary.run.interrupted:
+            progress.update(task, completed=0, description="naive", info="naive baseline")
+            baseline = build(config.naive())
+            try:
+                naive = anyio.run(baseline.run, on_slot, backend="asyncio", backend_options=options)
+            finally:
+                baseline.close()
     data = summary.to_dict()
     if naive is not None:
         data["naive"] = {
@@ -201,6 +212,11 @@ def simulate(
         json_out.write_text(json.dumps(data, indent=2) + "\n")
     if not quiet:
         console.print(_table(data))
+    if report_dir is not None and trace is not None:
+        written = report.write(report_dir, data, trace)
+        if not quiet:
+            names = ", ".join(p.name for p in written)
+            console.print(f"report in {report_dir}: {names}; `negotiator report {report_dir}`")
     if summary.run.interrupted:
         sys.exit(130)
 
@@ -286,6 +302,18 @@ def _emit(result: dict[str, object], as_json: bool) -> None:
         else:
             table.add_row(key, str(value))
     Console().print(table)
+
+
+@app.command("report")
+def report_page(
+    directory: Annotated[Path, typer.Argument(help="A directory written by simulate --report.")],
+) -> None:
+    """Render a run's report directory into one HTML page (DIR/index.html)."""
+    try:
+        page = report.render(directory)
+    except FileNotFoundError as exc:
+        raise typer.BadParameter(str(exc)) from None
+    print(page)
 
 
 @solve_app.command("lq")

@@ -37,7 +37,8 @@ from market import (
 from negotiator.bus import LocalBus
 from negotiator.ledger import Ledger
 from negotiator.metrics import Exporter, RunMetrics
-from negotiator.runtime import RunReport, Runtime, RuntimeConfig, SlotReport
+from negotiator.report import RunTrace
+from negotiator.runtime import PRICE_LEVELS, RunReport, Runtime, RuntimeConfig, SlotReport
 from negotiator.settlement import Rail
 from payments import Chain, InProcessRail, LightningNetwork, SimulatedLightning, community_graph
 from payments.cln import ClnNode, ClnRail
@@ -148,7 +149,14 @@ class Simulation:
     energy: EnergyCommunity | None = None
     devices: Dispatch | None = None
     slot_import_wh: list[int] = field(default_factory=list)
+    slot_export_wh: list[int] = field(default_factory=list)
     slot_prices: list[float] = field(default_factory=list)
+    """The volume-weighted agreed price of each slot that had agreements."""
+    slot_price_levels: list[tuple[float, ...]] = field(default_factory=list)
+    population: list[dict[str, list[int]]] = field(default_factory=list)
+    """Per slot: the mean-field service's histogram of net positions per type."""
+    reference: dict[str, np.ndarray] = field(default_factory=dict)
+    """Scenario runs, after the summary: the grid-only and the optimal imports per slot."""
 
     async def run(
         self,
@@ -164,15 +172,24 @@ class Simulation:
             exporter = Exporter(self.runtime.metrics, metrics_port)
             if on_exporter is not None:
                 on_exporter(exporter)
-        imported = [0]
+        imported, exported = [0], [0]
 
         def slot_done(report: SlotReport) -> None:
             total = sum(t.imported_wh for t in self.traders)
             self.slot_import_wh.append(total - imported[0])
             imported[0] = total
+            total = sum(t.exported_wh for t in self.traders)
+            self.slot_export_wh.append(total - exported[0])
+            exported[0] = total
             price = self.runtime.metrics.slot_price
             if report.agreements and price is not None:
                 self.slot_prices.append(price)
+            self.slot_price_levels.append(report.prices)
+            seen = self.service.last if self.runtime.population is not None else None
+            if seen is not None and seen.slot == report.slot:
+                self.population.append({n: t.histogram for n, t in seen.types.items()})
+            else:
+                self.population.append({})
             if on_slot is not None:
                 on_slot(report)
 
@@ -238,6 +255,10 @@ class Simulation:
             np.array([t.imported_wh for t in self.traders], np.float64), charge * peak
         )
         best = optimum(c)
+        self.reference = {
+            "grid import, grid only": go_import.astype(np.float64),
+            "grid import, optimum": best.grid_import_wh,
+        }
         grid_only, realised = float(go_member.sum()), float(member.sum())
         prices = np.asarray(self.slot_prices)
         load = float(c.load_wh.sum() + d.flexible_wh.sum())
@@ -266,6 +287,52 @@ class Simulation:
             "self_sufficiency": round(1 - float(imports.sum()) / load, 4) if load else 0.0,
             "cost_per_member_sat": per_type,
         }
+
+    def trace(self) -> RunTrace:
+        """What the run did slot by slot, for the report (after :meth:`run`)."""
+        slots = len(self.slot_import_wh)
+        spec = self.community.spec
+        c, d = self.energy, self.devices
+        if c is not None and d is not None:
+            load = c.load_wh.sum(axis=0) + d.flexible_wh.sum(axis=0)
+            generation = c.pv_wh.sum(axis=0)
+            imp, exp = c.import_price, c.export_price
+        else:
+            load = self.community.load_wh.sum(axis=0)
+            generation = self.community.pv_wh.sum(axis=0)
+            pairs = [self.tariff(t) for t in range(slots)]
+            imp = np.array([p[0] for p in pairs], np.float64)
+            exp = np.array([p[1] for p in pairs], np.float64)
+        series: dict[str, np.ndarray] = {
+            "load": np.asarray(load[:slots], np.float64),
+            "generation": np.asarray(generation[:slots], np.float64),
+        }
+        if d is not None and d.battery_wh.size:
+            series["battery"] = d.battery_wh.sum(axis=0)[:slots]
+        series["grid import"] = np.asarray(self.slot_import_wh, np.float64)
+        series["grid export"] = np.asarray(self.slot_export_wh, np.float64)
+        for name, values in self.reference.items():
+            series[name] = np.asarray(values[:slots], np.float64)
+        levels = np.full((slots, len(PRICE_LEVELS)), np.nan)
+        for t, q in enumerate(self.slot_price_levels):
+            if q:
+                levels[t] = q
+        names = sorted({n for hist in self.population for n in hist})
+        bins = len(self.service.bin_edges) - 1
+        population = {
+            n: np.array([hist.get(n, [0] * bins) for hist in self.population]) for n in names
+        }
+        samples = self.runtime.metrics.negotiation_latency.samples
+        return RunTrace(
+            slot_hours=24 / spec.slots_per_day,
+            series=series,
+            import_price=np.asarray(imp[:slots], np.float64),
+            export_price=np.asarray(exp[:slots], np.float64),
+            prices=levels,
+            latency_ms=np.asarray(samples if samples is not None else [], np.float64) * 1000,
+            population=population,
+            bin_edges=self.service.bin_edges if population else None,
+        )
 
     def close(self) -> None:
         """Close the ledger."""

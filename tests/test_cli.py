@@ -138,8 +138,9 @@ def test_a_scenario_run_reports_quality_against_the_optimum_and_the_naive_market
     tmp_path: Path,
 ) -> None:
     out = tmp_path / "small.json"
+    report_dir = tmp_path / "report"
     args = ["simulate", "--scenario", "small", "--seed", "1", "--rail", "inprocess"]
-    result = CliRunner().invoke(app, [*args, "--json", str(out)])
+    result = CliRunner().invoke(app, [*args, "--json", str(out), "--report", str(report_dir)])
     assert result.exit_code == 0, result.output
     data = json.loads(out.read_text())
     assert data["agents"] == 100 and data["slots"] == 96 and data["scenario"] == "small"
@@ -150,7 +151,22 @@ def test_a_scenario_run_reports_quality_against_the_optimum_and_the_naive_market
     naive = data["naive"]
     assert naive["efficiency"] < data["efficiency"]  # mean-field planning and guidance pay off
     assert naive["cost_msat"] > data["cost_msat"]
+    assert data["jain_index"] > 0 and data["peak_reduction"] > 0
     assert "efficiency vs optimum" in result.output
+    # the report: the same summary and the four plots, then one page with the plots inlined
+    assert json.loads((report_dir / "summary.json").read_text()) == data
+    for name in ("community", "prices", "latency", "population"):
+        assert (report_dir / f"{name}.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", name
+    page = CliRunner().invoke(app, ["report", str(report_dir)])
+    assert page.exit_code == 0, page.output
+    html = (report_dir / "index.html").read_text()
+    assert html.count("data:image/png;base64,") == 4
+    assert "efficiency against the optimum" in html and "(naive " in html
+
+
+def test_report_of_a_directory_without_a_run_says_what_is_missing(tmp_path: Path) -> None:
+    result = CliRunner().invoke(app, ["report", str(tmp_path)])
+    assert result.exit_code != 0 and "summary.json" in result.output
 
 
 def test_an_unknown_scenario_fails_with_the_named_ones() -> None:
