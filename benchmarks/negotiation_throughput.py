@@ -2,8 +2,9 @@
 
 One trading slot: ``--agents`` traders (half buyers, half sellers, each with far more to trade
 than one negotiation needs) and ``--negotiations`` random buyer/seller pairings, at most
-``--in-flight`` open at once. By default the market is warm: the mean-field service has seen
-earlier trades and traders anchor on its guidance price, as in a running community; ``--cold``
+``--in-flight`` open at once. By default the market is warm: the mean-field service is on the bus
+and traders anchor on its guidance price (the tariff's midpoint on this balanced board), as in a
+running community; ``--cold``
 runs without guidance (longer negotiations: both sides open at the other's outside option).
 Every negotiation goes through the whole runtime: protocol checks on both sides, strategies
 (Boulware / linear / Conceder drawn per agent), the router, the deadline watchdog, and settlement
@@ -100,9 +101,10 @@ def run_runtime(
 ) -> RunReport:
     """One slot of ``negotiations`` through the full runtime on ``engine``.
 
-    ``warm``: the mean-field service is on the bus and has seen earlier trades at the tariff's
-    midpoint, so traders open near that guidance price (the steady state of a running
-    community); otherwise no guidance, and they open at the other side's outside option.
+    ``warm``: the mean-field service is on the bus (and has seen earlier trades at the tariff's
+    midpoint); its guidance price for this balanced board is that midpoint, so traders open near
+    it (the steady state of a running community); otherwise no guidance, and they open at the
+    other side's outside option.
     """
     names = strategy_names or ["boulware", "linear", "conceder"]
     bus = LocalBus()
