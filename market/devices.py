@@ -13,7 +13,6 @@ deadline; a load whose window is too short for its energy is refused when the fl
 
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass
 
 import numpy as np
@@ -85,34 +84,8 @@ class BatteryFleet:
     def self_consumption(self, net: np.ndarray) -> np.ndarray:
         """The rule of a battery without a market: store one's own surplus, cover one's own need
         (``net``: the owners' need before the battery, devices x slots). Returns the flows."""
-        return self._self_consumption(net, self.soc0_wh.astype(np.float64))[0]
-
-    def steady_self_consumption(
-        self, net: np.ndarray, *, iterations: int = 40
-    ) -> tuple[BatteryFleet, np.ndarray]:
-        """The self-consumption rule on a day that repeats: each battery starts at the level the
-        day leaves it at. Returns the fleet starting there and its flows.
-
-        Found by bisection per battery: one step of the rule is non-decreasing and 1-Lipschitz
-        in the level, so the day's end level less its start is non-increasing in the start,
-        non-negative at empty and non-positive at full; ``iterations`` halvings leave the start
-        within ``capacity / 2**iterations`` of the fixed point."""
-        low = np.zeros(len(self))
-        high = self.capacity_wh.astype(np.float64).copy()
-        for _ in range(iterations):
-            mid = (low + high) / 2
-            _, end = self._self_consumption(net, mid)
-            above = end >= mid
-            low = np.where(above, mid, low)
-            high = np.where(above, high, mid)
-        fleet = dataclasses.replace(self, soc0_wh=low)
-        return fleet, fleet.self_consumption(net)
-
-    def _self_consumption(
-        self, net: np.ndarray, level: np.ndarray
-    ) -> tuple[np.ndarray, np.ndarray]:
         flows = np.zeros(net.shape, dtype=np.float64)
-        level = level.copy()
+        level = self.soc0_wh.astype(np.float64).copy()
         for t in range(net.shape[1]):
             surplus = np.clip(-net[:, t], 0.0, None)
             need = np.clip(net[:, t], 0.0, None)
@@ -124,7 +97,7 @@ class BatteryFleet:
             level = np.clip(
                 level + charge * self.eta_charge - give / self.eta_discharge, 0, self.capacity_wh
             )
-        return flows, level
+        return flows
 
     def throughput_cost(self, flows: np.ndarray) -> np.ndarray:
         """Degradation cost per battery (msat) of ``flows``."""

@@ -22,11 +22,13 @@ from typing import Literal
 
 import numpy as np
 
-from market.devices import FlexibleFleet, group_batteries, group_flexible, share
-from market.optimum import Optimum, solve_optimum
+from market.devices import BatteryFleet, FlexibleFleet, group_batteries, group_flexible, share
+from market.optimum import Optimum, end_settlement, solve_optimum
 from market.scenario import EnergyCommunity
 
 Mode = Literal["selfish", "meanfield"]
+HOLD_BONUS = 1e-3
+"""msat per Wh per slot: the rolling plan stores surplus as it comes (see ``solve_optimum``)."""
 
 
 @dataclass(frozen=True)
@@ -39,9 +41,9 @@ class Dispatch:
     flexible_wh: np.ndarray
     degradation_msat: np.ndarray
     """Per member: the battery wear of the day."""
-    soc_start_wh: np.ndarray
-    """Per battery: its charge at the start of the day, where the mode's day that repeats
-    leaves it (the day ends at least as full)."""
+    carry_msat: np.ndarray
+    """Per member: what its batteries owe the next day for ending away from their start (see
+    :func:`market.optimum.end_settlement`; negative when they end fuller)."""
 
 
 def dispatch(community: EnergyCommunity, mode: Mode) -> Dispatch:
@@ -49,35 +51,58 @@ def dispatch(community: EnergyCommunity, mode: Mode) -> Dispatch:
     c = community
     base = c.load_wh - c.pv_wh
     slots = base.shape[1]
+    bats = start_of_day(c)
     if mode == "selfish":
         flexible = c.flexible.asap(slots)
         before = base.copy()
         np.add.at(before, c.flexible_owner, flexible)
-        fleet, battery = c.batteries.steady_self_consumption(before[c.battery_owner])
-        start = fleet.soc0_wh
+        battery = bats.self_consumption(before[c.battery_owner])
+        end = bats.simulate(battery)[1][:, -1] if slots else bats.soc0_wh
     elif mode == "meanfield":
-        start, battery, flexible = _rolling(c)
+        battery, flexible, end = _rolling(c, bats)
     else:
         raise ValueError(f"unknown dispatch mode {mode!r}")
+    _, _, owed = end_settlement(bats, end, *_settlement_prices(c))
+    carry = np.zeros(c.agents)
+    np.add.at(carry, c.battery_owner, owed)
     net = base.copy()
     np.add.at(net, c.battery_owner, battery)
     np.add.at(net, c.flexible_owner, flexible)
     wear = np.zeros(c.agents)
     np.add.at(wear, c.battery_owner, c.batteries.throughput_cost(battery))
-    return Dispatch(np.rint(net).astype(np.int64), battery, flexible, wear, start)
+    return Dispatch(np.rint(net).astype(np.int64), battery, flexible, wear, carry)
 
 
-def _rolling(c: EnergyCommunity) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def start_of_day(community: EnergyCommunity) -> BatteryFleet:
+    """The batteries as the day starts: charged where the day-ahead plan of a day that repeats
+    has them (the plan's class levels, shared by capacity). Every variant starts here, and
+    settles where it ends (:func:`market.optimum.end_settlement`), so none gets energy for free
+    from an arbitrary initial charge."""
+    c = community
+    _, of_b = group_batteries(c.batteries)
+    level = share(plan_day(c).soc_start_wh[:, None], of_b, c.batteries.capacity_wh)[:, 0]
+    return dataclasses.replace(c.batteries, soc0_wh=np.clip(level, 0.0, c.batteries.capacity_wh))
+
+
+def _settlement_prices(c: EnergyCommunity) -> tuple[float, float]:
+    """Buy back at the day's cheapest import price, sell off at its best export price."""
+    return float(c.import_price.min()), float(c.export_price.max())
+
+
+def _rolling(c: EnergyCommunity, bats: BatteryFleet) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Follow the equilibrium slot by slot, re-solving it at each slot open on what is known by
     then: the slot's realised positions (the members' reports), forecasts for the rest of the
-    day, the devices' states, the peak so far (model-predictive control). The batteries start
-    where the day-ahead plan of a repeating day has them, and must end the day at least there.
-    Returns the batteries' start and the battery and flexible flows."""
+    day, the devices' states, the peak so far (model-predictive control).
+
+    The end of the day is a soft condition: a Wh short of the start costs what buying it back
+    costs, a Wh over earns what selling it earns (:func:`market.optimum.end_settlement`), the
+    same amounts the run's cost counts. A hard "end at least as full" made a day that turned
+    out cloudier than forecast refill its batteries from the grid before midnight, in one peak.
+    Returns the battery and flexible flows and the batteries' end charge."""
     classes_b, of_b = group_batteries(c.batteries)
     classes_f, of_f = group_flexible(c.flexible)
-    start = share(plan_day(c).soc_start_wh[:, None], of_b, c.batteries.capacity_wh)[:, 0]
-    bats = dataclasses.replace(c.batteries, soc0_wh=np.minimum(start, c.batteries.capacity_wh))
     classes_b = dataclasses.replace(classes_b, soc0_wh=np.bincount(of_b, weights=bats.soc0_wh))
+    short, over, _ = end_settlement(classes_b, classes_b.soc0_wh, *_settlement_prices(c))
     flex = c.flexible
     k_b, k_f = len(classes_b), len(classes_f)
     realised = (c.load_wh - c.pv_wh).sum(axis=0)
@@ -111,7 +136,9 @@ def _rolling(c: EnergyCommunity) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
             now_f,
             demand_charge=charge,
             soc_end_wh=classes_b.soc0_wh,
+            soft_end=(short, over),
             peak_floor=peak,
+            hold_bonus=HOLD_BONUS,
         )
         members_b = dataclasses.replace(bats, soc0_wh=level)
         flow, soc = members_b.simulate(share(step.battery_wh[:, :1], of_b, bats.capacity_wh))
@@ -122,14 +149,14 @@ def _rolling(c: EnergyCommunity) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         flexible[:, t] = draw
         left -= draw
         peak = max(peak, float(realised[t] + battery[:, t].sum() + draw.sum()))
-    return bats.soc0_wh, battery, flexible
+    return battery, flexible, level
 
 
-def plan_day(community: EnergyCommunity, *, forecast: bool = True) -> Optimum:
-    """The community's day-ahead equilibrium over device classes, on forecasts (or realised),
-    for a day that repeats (batteries end where they start)."""
+def plan_day(community: EnergyCommunity) -> Optimum:
+    """The community's day-ahead equilibrium over device classes, on the forecasts, for a day
+    that repeats (batteries end where they start)."""
     c = community
-    base = (c.load_forecast_wh - c.pv_forecast_wh) if forecast else (c.load_wh - c.pv_wh)
+    base = c.load_forecast_wh - c.pv_forecast_wh
     batteries, _ = group_batteries(c.batteries)
     flexible, _ = group_flexible(c.flexible)
     return solve_optimum(
@@ -144,8 +171,23 @@ def plan_day(community: EnergyCommunity, *, forecast: bool = True) -> Optimum:
 
 
 def optimum(community: EnergyCommunity) -> Optimum:
-    """The centralised optimum on the realised day (exact over classes of devices)."""
-    return plan_day(community, forecast=False)
+    """The centralised optimum on the realised day (exact over classes of devices): from the
+    same start of day as every run, with the same settlement of where the batteries end."""
+    c = community
+    bats = start_of_day(c)
+    classes_b, of_b = group_batteries(c.batteries)
+    classes_b = dataclasses.replace(classes_b, soc0_wh=np.bincount(of_b, weights=bats.soc0_wh))
+    flexible, _ = group_flexible(c.flexible)
+    short, over, _ = end_settlement(classes_b, classes_b.soc0_wh, *_settlement_prices(c))
+    return solve_optimum(
+        (c.load_wh - c.pv_wh).sum(axis=0),
+        c.import_price,
+        c.export_price,
+        classes_b,
+        flexible,
+        demand_charge=c.demand_charge_per_wh(),
+        soft_end=(short, over),
+    )
 
 
 # -- market quality ----------------------------------------------------------------------------

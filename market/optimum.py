@@ -47,6 +47,8 @@ class Optimum:
     soc_start_wh: np.ndarray
     """Each battery's state of charge before the first slot (chosen by the programme when
     cyclic)."""
+    soc_end_wh: np.ndarray
+    """Each battery's state of charge after the last slot."""
     price: np.ndarray
     """Marginal value of energy per slot (msat per kWh): the balance constraint's duals."""
 
@@ -63,6 +65,8 @@ def solve_optimum(
     soc_end_wh: np.ndarray | None = None,
     peak_floor: float = 0.0,
     cyclic: bool = False,
+    soft_end: tuple[np.ndarray, np.ndarray] | None = None,
+    hold_bonus: float = 0.0,
 ) -> Optimum:
     """Solve the community's day (``net_wh``: inflexible need per slot, summed over members;
     prices in msat per kWh; ``demand_charge`` in msat per Wh-per-slot of the horizon's peak).
@@ -70,9 +74,14 @@ def solve_optimum(
     ``soc_end_wh``: the least each battery must hold at the end (default: its initial charge);
     ``peak_floor``: a peak already reached before this horizon (a rolling plan's past);
     ``cyclic``: each battery starts where it ends, at a level the programme chooses (the
-    fleet's ``soc0_wh`` and ``soc_end_wh`` are then not used)."""
-    if cyclic and soc_end_wh is not None:
-        raise ValueError("a cyclic day ends where it starts: soc_end_wh does not apply")
+    fleet's ``soc0_wh`` and ``soc_end_wh`` are then not used); ``soft_end`` = (shortfall cost,
+    surplus value), msat per Wh per battery: the end charge may miss ``soc_end_wh`` (default:
+    the initial charge), each Wh short costing the first, each Wh over earning the second (a
+    rolling plan's end condition; see :func:`end_settlement`); ``hold_bonus``: msat per Wh per
+    slot of charge held, a tie-breaker far below any price that makes a plan store surplus when
+    it comes rather than later when it only may (forecasts err)."""
+    if cyclic and (soc_end_wh is not None or soft_end is not None):
+        raise ValueError("a cyclic day ends where it starts: no end condition applies")
     net = np.asarray(net_wh, np.float64)
     T = net.size
     imp = np.asarray(import_price, np.float64)
@@ -83,12 +92,15 @@ def solve_optimum(
         raise ValueError("an export price above the import price makes the programme unbounded")
     B, J = len(batteries), len(flexible)
     # variable layout: G+ (T) | G- (T) | peak (1) | c (B*T) | d (B*T) | s (B*T) | f (J*T)
+    #                  | short (B) | over (B), the last two only with a soft end
     g_in, g_out, peak = 0, T, 2 * T
     c0 = 2 * T + 1
     d0 = c0 + B * T
     s0 = d0 + B * T
     f0 = s0 + B * T
-    n = f0 + J * T
+    soft = 0 if soft_end is None else B
+    n_f = f0 + J * T
+    n = n_f + 2 * soft
     cost = np.zeros(n)
     cost[g_in : g_in + T] = imp / 1000
     cost[g_out : g_out + T] = -exp / 1000
@@ -96,6 +108,7 @@ def solve_optimum(
     deg = np.repeat(batteries.degradation, T)
     cost[c0:d0] = deg
     cost[d0:s0] = deg
+    cost[s0:f0] = -hold_bonus
 
     lower = np.zeros(n)
     upper = np.full(n, np.inf)
@@ -103,10 +116,14 @@ def solve_optimum(
     upper[d0:s0] = np.repeat(batteries.power_wh, T)
     upper[s0:f0] = np.repeat(batteries.capacity_wh, T)
     last = s0 + np.arange(B) * T + T - 1
-    if not cyclic:
-        lower[last] = batteries.soc0_wh if soc_end_wh is None else soc_end_wh
+    target = batteries.soc0_wh if soc_end_wh is None else np.asarray(soc_end_wh, np.float64)
+    if soft_end is not None:
+        cost[n_f : n_f + B] = soft_end[0]
+        cost[n_f + B : n] = -np.asarray(soft_end[1], np.float64)
+    elif not cyclic:
+        lower[last] = target
     lower[peak] = peak_floor
-    upper[f0:n] = np.where(flexible.window(T), flexible.power_wh[:, None], 0.0).ravel()
+    upper[f0:n_f] = np.where(flexible.window(T), flexible.power_wh[:, None], 0.0).ravel()
 
     rows: list[np.ndarray] = []
     cols: list[np.ndarray] = []
@@ -139,11 +156,18 @@ def solve_optimum(
     put(r, d0 + bt, 1.0 / np.repeat(batteries.eta_discharge, T))
     # flexible energy, rows T+B*T..: sum_t f = E
     put(T + B * T + jt // T, f0 + jt, 1.0)
-    m_eq = T + B * T + J
+    # soft end, rows T+B*T+J..: s_end + short - over = target
+    b = np.arange(soft)
+    put(T + B * T + J + b, last[:soft], 1.0)
+    put(T + B * T + J + b, n_f + b, 1.0)
+    put(T + B * T + J + b, n_f + soft + b, -1.0)
+    m_eq = T + B * T + J + soft
     a_eq = sparse.csr_array(
         (np.concatenate(vals), (np.concatenate(rows), np.concatenate(cols))), shape=(m_eq, n)
     )
-    b_eq = np.concatenate([net, np.zeros(B * T), flexible.energy_wh.astype(np.float64)])
+    b_eq = np.concatenate(
+        [net, np.zeros(B * T), flexible.energy_wh.astype(np.float64), target[:soft]]
+    )
     if not cyclic:
         b_eq[T + np.arange(B) * T] = batteries.soc0_wh
     # peak, inequality rows: G+_t - peak <= 0
@@ -173,8 +197,24 @@ def solve_optimum(
         grid_import_wh=x[g_in : g_in + T],
         grid_export_wh=x[g_out : g_out + T],
         battery_wh=charge - discharge,
-        flexible_wh=x[f0:n].reshape(J, T),
+        flexible_wh=x[f0:n_f].reshape(J, T),
         peak_wh=float(x[peak]),
         soc_start_wh=x[last] if cyclic else batteries.soc0_wh.astype(np.float64),
+        soc_end_wh=x[last],
         price=np.asarray(result.eqlin.marginals[:T]) * 1000,
     )
+
+
+def end_settlement(
+    batteries: BatteryFleet, end_wh: np.ndarray, import_price: float, export_price: float
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """What batteries that end the day away from their start owe the next day, valued so that it
+    never flatters a run: a Wh short is bought back at ``import_price`` through the charger
+    (1 / eta_charge at the meter), a Wh over is sold at ``export_price`` through the discharger
+    (eta_discharge at the meter). Returns (shortfall cost, surplus value) per battery in msat
+    per Wh (the programme's ``soft_end``) and what each battery owes (negative: is owed)."""
+    short = import_price / 1000 / batteries.eta_charge
+    over = export_price / 1000 * batteries.eta_discharge
+    gap = batteries.soc0_wh - np.asarray(end_wh, np.float64)
+    owed = np.where(gap > 0, gap * short, gap * over)
+    return short, over, owed

@@ -7,8 +7,9 @@ Members differ in size, risk aversion and patience. Named scenarios ship with th
 (:data:`NAMED`); any other TOML file with the same fields works (``--scenario path.toml``).
 
 Realising a scenario draws every member's forecast profiles (the expected load and PV of the day)
-and the realised ones (the forecast with per-slot load noise and a community-wide cloud factor),
-and builds the device fleets. Everything comes from the one generator: same seed, same community.
+and the realised ones (around the forecast: the member's activity level that day, per-slot noise
+and appliance runs for the load, a community-wide cloud factor for PV), and builds the device
+fleets. Everything comes from the one generator: same seed, same community.
 """
 
 from __future__ import annotations
@@ -102,6 +103,15 @@ class Scenario(BaseModel):
     first_day: str = Field("06-21", description="month-day of the first day, MM-DD")
     year: int = Field(2025, ge=1990, le=2100)
     load_noise: float = Field(0.25, ge=0, le=2, description="log-normal sigma per member and slot")
+    day_noise: float = Field(
+        0.3, ge=0, le=2, description="log-normal sigma of each member's activity level per day"
+    )
+    appliance_share: float = Field(
+        0.3, ge=0, lt=1, description="share of the load drawn in discrete appliance runs"
+    )
+    appliance_wh: float = Field(
+        250.0, gt=0, description="mean energy of one appliance run within a slot, Wh"
+    )
     cloud_noise: float = Field(0.2, ge=0, le=2, description="log-normal sigma of the cloud factor")
     tariff: TariffSpec = Field(default_factory=TariffSpec)
     types: dict[str, TypeSpec]
@@ -194,8 +204,7 @@ class Scenario(BaseModel):
         orientation = rng.integers(len(AZIMUTHS), size=n)
         pv_table = np.stack([pv_shape(o, day0, self.days, per_day) for o in range(len(AZIMUTHS))])
         pv_f = kwp[:, None] * pv_table[orientation]
-        sigma = self.load_noise
-        load_r = load_f * rng.lognormal(-(sigma**2) / 2, sigma, (n, s))
+        load_r = self._realised_load(load_f, rng)
         pv_r = (
             pv_f * _cloud(rng, s, self.cloud_noise)[None, :] * rng.lognormal(-0.00125, 0.05, (n, s))
         )
@@ -220,6 +229,25 @@ class Scenario(BaseModel):
             import_price=imp,
             export_price=exp,
         )
+
+    def _realised_load(self, load_f: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        """The realised load around its forecast, with the forecast as its mean: the member's
+        activity level that day (log-normal, ``day_noise``) scales a base part with per-slot
+        noise (``load_noise``) and the appliance runs, a compound Poisson process (run count
+        Poisson with the expected share of the load, sizes exponential with mean
+        ``appliance_wh``; their sum in a slot is gamma). The runs give 15-minute household load
+        its spikes: a heavy right tail that the day-ahead profile cannot know."""
+        n, s = load_f.shape
+        per_day = self.slots_per_day
+        sd, sigma, share = self.day_noise, self.load_noise, self.appliance_share
+        level = rng.lognormal(-(sd**2) / 2, sd, (n, s // per_day)).repeat(per_day, axis=1)
+        expected = load_f * level
+        base = (1 - share) * expected * rng.lognormal(-(sigma**2) / 2, sigma, (n, s))
+        if share == 0:
+            return base
+        runs = rng.poisson(share * expected / self.appliance_wh)
+        spikes = np.where(runs > 0, rng.gamma(np.maximum(runs, 1), self.appliance_wh), 0.0)
+        return base + spikes
 
     def _batteries(self, draw, code, spec) -> tuple[BatteryFleet, np.ndarray]:  # type: ignore[no-untyped-def]
         capacity = draw("battery_kwh") * 1000

@@ -232,7 +232,9 @@ class Simulation:
         """Market quality of a scenario run, the way the field measures it.
 
         Costs are the community's: energy at the tariff (peer payments are transfers and
-        cancel), battery wear, and the demand charge on the day's highest import. Grid only is
+        cancel), battery wear, the demand charge on the day's highest import, and what the
+        batteries owe the next day if they end below their start (valued at the plan's carry
+        value; credited if above). Grid only is
         the same community trading nothing, devices run selfishly (each battery serves its
         owner, flexible loads run at once). ``efficiency`` = (grid only - realised) / (grid only
         - optimum), the optimum being the HiGHS programme on the realised day. ``jain_index``
@@ -251,6 +253,7 @@ class Simulation:
         peak = float(imports.max()) if imports.size else 0.0
         member = np.array([t.cost_msat - t.revenue_msat for t in self.traders], np.float64)
         member += d.degradation_msat
+        member += d.carry_msat  # batteries that end the day emptier than they started owe it
         member += demand_shares(
             np.array([t.imported_wh for t in self.traders], np.float64), charge * peak
         )

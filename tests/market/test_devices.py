@@ -46,28 +46,6 @@ def test_self_consumption_stores_own_surplus_and_covers_own_need(net: np.ndarray
     np.testing.assert_allclose(fleet.simulate(flows)[0], flows, atol=1e-6)  # within limits
 
 
-@settings(max_examples=50, deadline=None)
-@given(PLANS)
-def test_the_steady_day_of_self_consumption_ends_where_it_starts(net: np.ndarray) -> None:
-    fleet, flows = _fleet().steady_self_consumption(net)
-    np.testing.assert_allclose(flows, fleet.self_consumption(net))
-    _, soc = fleet.simulate(flows)
-    gap = soc[:, -1] - fleet.soc0_wh
-    assert (gap >= -1e-6).all()  # never ends emptier than it started: no free energy
-    assert (gap <= 1e-6 * fleet.capacity_wh).all()  # and the same day can follow
-
-
-def test_a_steady_battery_starts_the_day_with_last_evenings_surplus() -> None:
-    cap = np.array([4000.0])
-    fleet = BatteryFleet(cap, cap, np.ones(1), np.ones(1), np.zeros(1), np.zeros(1))
-    net = np.array([[1000.0, -3000.0, 500.0]])  # need, surplus, need; the night comes first
-    steady, flows = fleet.steady_self_consumption(net)
-    # the surplus fills it (4000), the evening takes 500: the day starts at 3500, the night
-    # takes 1000, and the afternoon needs only 1500 of the 3000 to fill it again
-    assert steady.soc0_wh[0] == pytest.approx(3500.0, abs=1e-6)
-    np.testing.assert_allclose(flows[0], [-1000.0, 1500.0, -500.0], atol=1e-6)
-
-
 def test_a_bad_battery_is_refused() -> None:
     z = np.ones(1)
     with pytest.raises(ValueError, match="efficienc"):

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from market.devices import BatteryFleet, FlexibleFleet, group_batteries, group_flexible
-from market.optimum import solve_optimum
+from market.optimum import end_settlement, solve_optimum
 
 IMP = np.array([300_000.0, 300_000.0])
 EXP = np.array([80_000.0, 80_000.0])
@@ -51,6 +51,41 @@ def test_a_cyclic_day_starts_with_what_its_end_leaves() -> None:
             cyclic=True,
             soc_end_wh=np.zeros(1),
         )
+
+
+def test_a_soft_end_buys_back_or_sells_off_what_the_day_leaves() -> None:
+    # the battery starts full (2000); the day needs 1000 and then has nothing
+    full = BatteryFleet(*(np.ones(1) * v for v in (2000, 2000, 1, 1, 2000, 0)))
+    need = np.array([1000.0, 0.0])
+    # buying back costs 250 per Wh, less than the 300 import: use the battery, owe 1000
+    short, over, _ = end_settlement(full, np.array([2000.0]), 250_000, 80_000)
+    used = solve_optimum(need, IMP, EXP, full, FlexibleFleet.empty(), soft_end=(short, over))
+    assert used.soc_end_wh.tolist() == pytest.approx([1000])
+    assert used.cost_msat == pytest.approx(1000 * 250)
+    # buying back dearer than importing now: keep the charge, import
+    short, over, _ = end_settlement(full, np.array([2000.0]), 350_000, 80_000)
+    kept = solve_optimum(need, IMP, EXP, full, FlexibleFleet.empty(), soft_end=(short, over))
+    assert kept.soc_end_wh.tolist() == pytest.approx([2000])
+    assert kept.cost_msat == pytest.approx(1000 * 300)
+
+
+def test_the_end_settlement_never_flatters_a_run() -> None:
+    fleet = BatteryFleet(*(np.full(2, v) for v in (5000.0, 5000.0, 0.9, 0.8, 2000.0, 0.0)))
+    short, over, owed = end_settlement(fleet, np.array([1000.0, 3000.0]), 200_000, 80_000)
+    assert short.tolist() == pytest.approx([200 / 0.9] * 2)  # refilled through the charger
+    assert over.tolist() == pytest.approx([80 * 0.8] * 2)  # sold through the discharger
+    assert owed.tolist() == pytest.approx([1000 * 200 / 0.9, -1000 * 80 * 0.8])
+
+
+def test_a_hold_bonus_breaks_ties_towards_storing_early() -> None:
+    surplus_twice = np.array([-1000.0, -1000.0, 1000.0])
+    flat = np.full(3, 300_000.0)
+    small = BatteryFleet(*(np.ones(1) * v for v in (1000, 1000, 1, 1, 0, 0)))
+    early = solve_optimum(
+        surplus_twice, flat, np.full(3, 80_000.0), small, FlexibleFleet.empty(), hold_bonus=1e-3
+    )
+    assert early.battery_wh[0].tolist() == pytest.approx([1000, 0, -1000])
+    assert early.cost_msat == pytest.approx(-1000 * 80 - 1000 * 1e-3 * 2, abs=1e-6)
 
 
 def test_losses_and_wear_are_paid_for() -> None:
