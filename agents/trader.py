@@ -8,6 +8,14 @@ option, and concedes along its strategy.
 Quantity is reserved per negotiation, so the negotiations it holds at once can never commit more
 than it has; what is left at gate closure goes to the grid.
 
+With a ``forecast`` (samples of its net position for the slot), the trader decides before it knows
+that position, as it must in a real market: it chooses the side and the quantity that minimise
+its mean-CVaR cost (:mod:`agents.risk`; ``risk_aversion`` is gamma) at the expected price, and its
+reservation is the exact mean-CVaR reservation for that quantity. At gate closure the realised
+position, net of what it traded, goes to the grid at the tariff: surplus bought is exported, a
+shortfall imported. A risk-neutral trader buys the newsvendor quantile; a risk-averse one hedges
+the expensive tail (a buyer buys more, a seller sells less).
+
 Handlers are synchronous and pure apart from the agent's own state; every message goes through the
 protocol (``negotiator.protocol``), the agent's own moves included.
 """
@@ -15,9 +23,13 @@ protocol (``negotiator.protocol``), the agent's own moves included.
 from __future__ import annotations
 
 import math
+from array import array
 from collections.abc import Callable, Sequence
 from typing import Any, Final
 
+import numpy as np
+
+from agents.risk import reservation_price, risk
 from agents.strategies import TimeDependent
 from negotiator.actor import Effect, Pay, Position, Skip
 from negotiator.errors import ProtocolViolation, Violation
@@ -44,6 +56,10 @@ GUIDANCE_MARGIN: Final = 0.05
 
 NetPosition = Callable[[int], int]
 """``slot -> Wh``: positive when the agent needs energy, negative when it has surplus."""
+Forecast = Callable[[int], np.ndarray]
+"""``slot -> samples`` of the agent's net position in the slot (Wh), before it is known."""
+_CANDIDATES: Final = np.linspace(0.05, 0.95, 19)
+"""Quantiles of the forecast a trader considers as its quantity."""
 Tariff = Callable[[int], tuple[int, int]]
 """``slot -> (import_price, export_price)`` in msat per kWh."""
 
@@ -60,10 +76,14 @@ class Trader:
     """An energy trader with a time-dependent concession strategy."""
 
     __slots__ = (
+        "_after",
+        "_alpha",
         "_aspiration",
         "_available",
         "_closed_nids",
         "_deadline_s",
+        "_forecast",
+        "_gamma",
         "_max_rounds",
         "_negs",
         "_net",
@@ -72,6 +92,7 @@ class Trader:
         "_side",
         "_slot",
         "_tariff",
+        "_traded",
         "address",
         "agent_type",
         "bought_wh",
@@ -95,9 +116,21 @@ class Trader:
         max_rounds: int = 10,
         deadline_s: float = math.inf,
         resource: str = "energy",
+        forecast: Forecast | None = None,
+        risk_aversion: float = 0.0,
+        alpha: float = 0.05,
     ) -> None:
         if max_rounds < 1:
             raise ValueError("max_rounds must be at least 1")
+        if not 0 <= risk_aversion <= 1 or not 0 < alpha <= 1:
+            raise ValueError("risk_aversion must be in [0, 1] and alpha in (0, 1]")
+        self._forecast = forecast
+        self._gamma = risk_aversion
+        self._alpha = alpha
+        self._traded = 0
+        """Signed quantity agreed in the current slot: + bought, - sold."""
+        self._after = array("q")
+        """Per closed slot: the position left to the grid (+ imported, - exported)."""
         self.address = address
         self.agent_type = agent_type
         self.strategy = strategy
@@ -120,45 +153,84 @@ class Trader:
     # -- slots --------------------------------------------------------------------------------
 
     def open_slot(self, slot: int, view: object) -> Position | None:
-        """Read the net need and the tariff, set reservation and aspiration prices."""
-        net = self._net(slot)
+        """Read the net need (or its forecast) and the tariff, set reservation and aspiration."""
         self._slot = slot
         self._closed_nids.clear()
         self._prices = ()
-        self._available = abs(net)
-        if net == 0:
-            return None
+        self._traded = 0
         imp, exp = self._tariff(slot)
         guidance = _anchor_price(view, self.agent_type)
-        if net > 0:
-            self._side = Side.BUY
-            self._reservation = imp
-            anchor = exp if guidance is None else int(guidance * (1 - GUIDANCE_MARGIN))
-            self._aspiration = min(max(anchor, exp), imp)
+        if self._forecast is None:
+            net = self._net(slot)
+            side = Side.BUY if net > 0 else Side.SELL
+            quantity, reservation = abs(net), imp if net > 0 else exp
         else:
-            self._side = Side.SELL
-            self._reservation = exp
+            expected = (imp + exp) / 2 if guidance is None else guidance
+            side, quantity, reservation = self._plan(self._forecast(slot), imp, exp, expected)
+        self._available = quantity
+        if quantity == 0:
+            return None
+        self._side = side
+        self._reservation = reservation
+        if side is Side.BUY:
+            anchor = exp if guidance is None else int(guidance * (1 - GUIDANCE_MARGIN))
+            self._aspiration = min(max(anchor, exp), reservation)
+        else:
             anchor = imp if guidance is None else int(guidance * (1 + GUIDANCE_MARGIN))
-            self._aspiration = max(min(anchor, imp), exp)
-        return Position(
-            self.address, self._side, abs(net), self._reservation, self.agent_type, self.resource
+            self._aspiration = max(min(anchor, imp), reservation)
+        return Position(self.address, side, quantity, reservation, self.agent_type, self.resource)
+
+    def _plan(self, samples: np.ndarray, imp: int, exp: int, price: float) -> tuple[Side, int, int]:
+        """Side, quantity and reservation from forecast samples under mean-CVaR: the quantity
+        (a quantile of the forecast, or nothing) that minimises the risk of the slot's cost when
+        traded at ``price``, and the exact reservation for it."""
+        need = np.asarray(samples, np.float64)
+        side = Side.BUY if float(np.median(need)) > 0 else Side.SELL
+        sign = 1.0 if side is Side.BUY else -1.0
+        wanted = np.clip(sign * need, 0.0, None)
+        candidates = np.unique(np.rint(np.quantile(wanted, _CANDIDATES)))
+        candidates = candidates[candidates > 0]
+        if candidates.size == 0:
+            return side, 0, imp if side is Side.BUY else exp
+        # cost of trading q at price: sign * price * q plus the grid bill of what remains
+        rest = need[None, :] - sign * candidates[:, None]
+        bill = (np.clip(rest, 0, None) * imp - np.clip(-rest, 0, None) * exp) / 1000
+        scores = sign * price * candidates / 1000 + risk(bill, self._gamma, self._alpha)
+        idle = risk(
+            (np.clip(need, 0, None) * imp - np.clip(-need, 0, None) * exp) / 1000,
+            self._gamma,
+            self._alpha,
         )
+        best = int(np.argmin(scores))
+        if scores[best] >= idle:
+            return side, 0, imp if side is Side.BUY else exp
+        q = float(candidates[best])
+        value = float(
+            reservation_price(side, need, q, imp, exp, gamma=self._gamma, alpha=self._alpha)
+        )
+        return side, int(q), int(min(max(value, exp), imp))
 
     def close_slot(self, slot: int) -> None:
-        """Gate closure: untraded quantity goes to the grid at the tariff."""
+        """Gate closure: the realised position, net of what was traded, goes to the grid at
+        the tariff."""
         for nid in [n for n, neg in self._negs.items() if neg.state.phase in _OPEN]:
             self._release(nid)
-        left = self._available
         self._available = 0
-        if left <= 0:
-            return
+        left = self._net(slot) - self._traded
+        if len(self._after) <= slot:
+            self._after.extend([0] * (slot + 1 - len(self._after)))
+        self._after[slot] = left
+        self._grid(slot, left, +1)
+
+    def _grid(self, slot: int, position: int, sign: int) -> None:
+        """Add (``sign`` +1) or take back (-1) the grid's side of ``position`` in ``slot``."""
         imp, exp = self._tariff(slot)
-        if self._side is Side.BUY:
-            self.imported_wh += left
-            self.cost_msat += left * imp // 1000
-        else:
-            self.exported_wh += left
-            self.revenue_msat += left * exp // 1000
+        if position > 0:
+            self.imported_wh += sign * position
+            self.cost_msat += sign * (position * imp // 1000)
+        elif position < 0:
+            self.exported_wh += sign * -position
+            self.revenue_msat += sign * (-position * exp // 1000)
 
     # -- messages -----------------------------------------------------------------------------
 
@@ -263,8 +335,10 @@ class Trader:
             q = neg.state.terms.quantity
             if self.address == neg.state.buyer:
                 self.bought_wh -= q
+                self._traded -= q
             else:
                 self.sold_wh -= q
+                self._traded += q
             neg.reserved = q
         self._closed(neg)
         return ()
@@ -291,14 +365,18 @@ class Trader:
         neg.state = transition(neg.state, msg, now)[0]
         state = neg.state
         q, slot = state.terms.quantity, state.terms.start
-        if self.address == state.buyer:  # the energy was not bought: the grid supplies it
+        delta = q if self.address == state.buyer else -q  # what was not delivered after all
+        if self.address == state.buyer:
             self.bought_wh -= q
-            self.imported_wh += q
-            self.cost_msat += q * self._tariff(slot)[0] // 1000
         else:
             self.sold_wh -= q
-            self.exported_wh += q
-            self.revenue_msat += q * self._tariff(slot)[1] // 1000
+        if slot < len(self._after):  # the slot is closed: redo its grid side without the trade
+            before = self._after[slot]
+            self._grid(slot, before, -1)
+            self._after[slot] = before + delta
+            self._grid(slot, before + delta, +1)
+        else:
+            self._traded -= delta
         del self._negs[msg.nid]
         self._closed_nids.add(msg.nid)
         return ()
@@ -316,8 +394,10 @@ class Trader:
         if phase is Phase.ACCEPTED:
             if self.address == neg.state.buyer:
                 self.bought_wh += neg.state.terms.quantity
+                self._traded += neg.state.terms.quantity
             else:
                 self.sold_wh += neg.state.terms.quantity
+                self._traded -= neg.state.terms.quantity
             self._available += neg.reserved - neg.state.terms.quantity
             neg.reserved = 0
         elif phase in _ENDED:

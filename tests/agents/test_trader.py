@@ -195,3 +195,48 @@ def test_an_accept_voided_by_the_runtime_gives_the_quantity_back() -> None:
     assert accepter.open_negotiations == 0
     accepter.close_slot(0)  # all of it goes to the grid
     assert accepter.imported_wh + accepter.exported_wh == 1000
+
+
+def forecaster(address: int, samples: Any, realised: int, gamma: float) -> Trader:
+    return Trader(
+        address,
+        "member",
+        lambda slot: realised,
+        lambda slot: TARIFF,
+        linear(),
+        forecast=lambda slot: samples,
+        risk_aversion=gamma,
+    )
+
+
+def test_with_a_forecast_the_quantity_and_reservation_come_from_mean_cvar() -> None:
+    import numpy as np
+
+    need = np.random.default_rng(0).normal(1000, 400, 2000)
+    neutral = forecaster(1, need, 0, 0.0).open_slot(0, None)
+    averse = forecaster(2, need, 0, 0.9).open_slot(0, None)
+    assert neutral is not None and averse is not None
+    assert neutral.side is Side.BUY and averse.side is Side.BUY
+    # at the tariff's midpoint, buying costs as much as the expected grid bill at the median
+    assert abs(neutral.quantity - np.median(need)) < 0.1 * np.median(need)
+    assert averse.quantity > neutral.quantity  # hedging the expensive high-need tail
+    assert TARIFF[1] <= neutral.reservation <= averse.reservation <= TARIFF[0]
+    surplus = forecaster(3, -need, 0, 0.0).open_slot(0, None)
+    careful = forecaster(4, -need, 0, 0.9).open_slot(0, None)
+    assert surplus is not None and careful is not None and careful.side is Side.SELL
+    assert careful.quantity < surplus.quantity  # a short seller buys back at import
+    certain = forecaster(5, np.full(50, 700.0), 0, 0.5).open_slot(0, None)
+    assert certain is not None and (certain.quantity, certain.reservation) == (700, TARIFF[0])
+
+
+def test_with_a_forecast_the_realised_position_net_of_trades_goes_to_the_grid() -> None:
+    import numpy as np
+
+    buyer = forecaster(1, np.full(10, 1500.0), 1100, 0.0)  # expected 1,500, needs 1,100
+    seller = trader(2, -2000)
+    assert buyer.open_slot(0, None) is not None and seller.open_slot(0, None) is not None
+    exchange(buyer, seller, [Start(7, SYSTEM, 1, 0, 0, 2, Side.BUY, 1500, 0)])
+    assert buyer.bought_wh == 1500
+    buyer.close_slot(0)
+    assert buyer.exported_wh == 400 and buyer.imported_wh == 0  # bought too much: exported
+    assert buyer.revenue_msat == 400 * TARIFF[1] // 1000
