@@ -18,6 +18,9 @@ online mirror descent on the same game: ``exploitability`` (exact, of the learne
 ``engine_exploitability``, ``policy_gap`` (largest difference of action probabilities) and
 ``seconds``.
 
+Environment (``agents/env.py``): ``env_steps_per_s`` and ``env_member_steps_per_s`` of the
+vectorised market on ``default`` (1,000 members) over one day of random actions.
+
     python benchmarks/learning_vs_classic.py --json
 """
 
@@ -30,6 +33,7 @@ import time
 import numpy as np
 import torch
 
+from agents.env import MarketCore
 from agents.forecast import Forecaster, history, scores, split
 from agents.tabular import mean_field_q_learning
 from market import Scenario
@@ -87,6 +91,22 @@ def tabular(seed: int) -> dict[str, object]:
     return out
 
 
+def environment(seed: int) -> dict[str, float]:
+    """Slots per second of the vectorised market, 1,000 members, random actions."""
+    core = MarketCore(Scenario.load("default").realise(np.random.default_rng(seed)))
+    rng = np.random.default_rng(seed)
+    core.reset()
+    start, steps, done = time.perf_counter(), 0, False
+    while not done:
+        _, _, done = core.step(rng.random((core.members, 2)))
+        steps += 1
+    took = time.perf_counter() - start
+    return {
+        "env_steps_per_s": round(steps / took, 1),
+        "env_member_steps_per_s": round(steps * core.members / took),
+    }
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--scenario", default="small")
@@ -106,13 +126,15 @@ def main() -> None:
     result["crps_improvement"] = forecast["crps_improvement"]
     result["coverage90"] = forecast["coverage90"]
     result["tabular"] = tabular(args.seed)
+    result["environment"] = environment(args.seed)
     if args.json:
         print(json.dumps(result))
     else:
         for key, value in forecast.items():
             print(f"{key:<22}{value}")
-        for key, value in result["tabular"].items():
-            print(f"{key:<22}{value}")
+        for part in ("tabular", "environment"):
+            for key, value in result[part].items():  # type: ignore[attr-defined]
+                print(f"{key:<22}{value}")
 
 
 if __name__ == "__main__":
