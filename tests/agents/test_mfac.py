@@ -1,0 +1,35 @@
+"""Mean-field actor-critic: the drift-modulated step, and learning on the market environment."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from agents.mfac import MeanFieldActorCritic, actor_step, evaluate, truthful
+from market import Scenario
+
+
+def test_the_actor_step_decays_after_tau0_and_shrinks_while_the_population_drifts() -> None:
+    assert actor_step(0.1, 100, 2.0, 1, 0.0) == 0.1
+    assert actor_step(0.1, 100, 2.0, 400, 0.0) == pytest.approx(0.025)  # tau0 / t
+    assert actor_step(0.1, 100, 2.0, 50, 1.5) == pytest.approx(0.1 / 4)  # 1 + beta W1
+    with pytest.raises(ValueError):
+        actor_step(0.1, 100, 2.0, 0, 0.0)
+
+
+def test_a_short_training_run_improves_the_shared_policy_on_held_out_days() -> None:
+    scenario = Scenario.load("small").model_copy(update={"agents": 60})
+    held_out = [1, 2, 3]
+    learner = MeanFieldActorCritic(seed=0)
+    before, _ = evaluate(learner.act, scenario, held_out)
+    curve = learner.train(scenario, 25)
+    after, _ = evaluate(learner.act, scenario, held_out)
+    assert len(curve) == 25
+    assert after > 1.3 * before  # the members learn to offer and to cross
+    best, _ = evaluate(truthful, scenario, held_out)
+    assert after < best + 1e-9  # no policy beats everyone trading everything at reservation
+    again = MeanFieldActorCritic(seed=0)
+    again.train(scenario, 2)
+    assert again.curve == curve[:2]  # same seed, same training
+    actions = learner.act(np.zeros((4, 10), np.float32))
+    assert actions.shape == (4, 2) and ((actions >= 0) & (actions <= 1)).all()
