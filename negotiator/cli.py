@@ -22,6 +22,7 @@ from negotiator.live import LiveView
 from negotiator.metrics import Exporter
 from negotiator.runtime import RuntimeConfig, SlotReport
 from negotiator.simulation import Simulation, SimulationConfig, Summary, build
+from negotiator.tables import summary_table
 from payments.regtest import TOPOLOGIES, BitcoinRpc, Regtest, RegtestError
 
 app = typer.Typer(
@@ -211,7 +212,7 @@ def simulate(
         json_out.parent.mkdir(parents=True, exist_ok=True)
         json_out.write_text(json.dumps(data, indent=2) + "\n")
     if not quiet:
-        console.print(_table(data))
+        console.print(summary_table(data))
     if report_dir is not None and trace is not None:
         written = report.write(report_dir, data, trace)
         if not quiet:
@@ -219,66 +220,6 @@ def simulate(
             console.print(f"report in {report_dir}: {names}; `negotiator report {report_dir}`")
     if summary.run.interrupted:
         sys.exit(130)
-
-
-def _table(data: dict[str, object]) -> Table:
-    table = Table(title="Run summary", show_header=False)
-    table.add_column("what", style="bold")
-    table.add_column("value", justify="right")
-    latency = data["latency_ms"]
-    settle = data["settle_latency_ms"]
-    assert isinstance(latency, dict) and isinstance(settle, dict)
-    rows = [
-        ("engine", data["engine"]),
-        ("agents / slots", f"{data['agents']} / {data['slots']}"),
-        ("negotiations", data["negotiations"]),
-        ("agreements", f"{data['agreements']} ({float(str(data['agreement_rate'])):.1%})"),
-        ("negotiations / s", data["negotiations_per_s"]),
-        ("offers / s", data["offers_per_s"]),
-        ("latency p50 / p95 / p99", f"{latency['p50']} / {latency['p95']} / {latency['p99']} ms"),
-        ("settle p50 / p95", f"{settle['p50']} / {settle['p95']} ms"),
-        ("settled / failed", f"{data['settled']} / {data['failed_settlements']}"),
-        ("traded", f"{int(str(data['traded_wh'])) / 1000:,.1f} kWh"),
-        ("paid", f"{int(str(data['paid_msat'])) // 1000:,} sat"),
-        ("community savings vs grid only", f"{float(str(data['savings'])):.1%}"),
-        *_payment_rows(data),
-        *_quality_rows(data),
-        ("rejected messages", data["rejected_messages"] or 0),
-        ("late moves (void)", data["late_messages"] or 0),
-        ("ledger", data["ledger_path"]),
-        ("ledger digest", str(data["ledger_digest"])[:16] + "..."),
-    ]
-    for name, value in rows:
-        table.add_row(name, str(value))
-    return table
-
-
-def _quality_rows(data: dict[str, object]) -> list[tuple[str, object]]:
-    if "efficiency" not in data:
-        return []
-    naive = data.get("naive")
-    beside = f" (naive {naive['efficiency']})" if isinstance(naive, dict) else ""
-    rows: list[tuple[str, object]] = [
-        ("scenario", data["scenario"]),
-        ("efficiency vs optimum", f"{data['efficiency']}{beside}"),
-        (
-            "peak import (grid only / optimum)",
-            f"{data['peak_import_wh']} Wh ({data['grid_only_peak_import_wh']} /"
-            f" {data['optimum_peak_import_wh']}), reduction {float(str(data['peak_reduction'])):.1%}",
-        ),
-        ("Jain index of gains", data["jain_index"]),
-        ("price volatility (CV of slot prices)", data["price_volatility"]),
-        ("self-sufficiency", data["self_sufficiency"]),
-    ]
-    if isinstance(naive, dict):
-        rows.append(
-            (
-                "naive: peak reduction / Jain / volatility",
-                f"{float(naive['peak_reduction']):.1%} / {naive['jain_index']} /"
-                f" {naive['price_volatility']}",
-            )
-        )
-    return rows
 
 
 solve_app = typer.Typer(
@@ -487,20 +428,6 @@ def _cln_nodes(specs: list[str], directory: Path | None) -> dict[str, str]:
         for socket in found:
             nodes[socket.parent.parent.name] = str(socket)
     return nodes
-
-
-def _payment_rows(data: dict[str, object]) -> list[tuple[str, object]]:
-    p = data.get("payments")
-    if not isinstance(p, dict) or not p.get("payments"):
-        return []
-    net = p["network_latency_ms"]
-    return [
-        ("rail", data["rail"]),
-        ("payments ok / on chain", f"{p['success_rate']:.1%} / {p['onchain']}"),
-        ("routing fees", f"{p['fees_msat']:,} msat ({p['fee_ppm']} ppm)"),
-        ("hops / parts (mean)", f"{p['hops_mean']} / {p['parts_mean']}"),
-        ("network latency p50 / p95", f"{net['p50']} / {net['p95']} ms"),
-    ]
 
 
 if __name__ == "__main__":  # pragma: no cover
