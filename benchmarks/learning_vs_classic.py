@@ -22,7 +22,8 @@ Mean-field actor-critic (``agents/mfac.py``): the shared policy trained for ``--
 ``small`` with three seeds, scored on five held-out days (mean reward per member per day, sat
 saved against the grid alone) beside the untrained policy and the truthful baseline (limit at
 one's reservation, everything offered: the community's best, since payments between members
-cancel); ``updates_per_s`` counts slots of the whole population.
+cancel); ``updates_per_s`` counts slots of the whole population. MF-MADDPG (``agents/maddpg.py``)
+likewise, for ``--maddpg-days`` days.
 
 Environment (``agents/env.py``): ``env_steps_per_s`` and ``env_member_steps_per_s`` of the
 vectorised market on ``default`` (1,000 members) over one day of random actions.
@@ -41,6 +42,7 @@ import torch
 
 from agents.env import MarketCore
 from agents.forecast import Forecaster, history, scores, split
+from agents.maddpg import MeanFieldMADDPG
 from agents.mfac import MeanFieldActorCritic, evaluate, truthful
 from agents.tabular import mean_field_q_learning
 from market import Scenario
@@ -98,13 +100,13 @@ def tabular(seed: int) -> dict[str, object]:
     return out
 
 
-def actor_critic(days: int) -> dict[str, object]:
+def learned(kind: type[MeanFieldActorCritic | MeanFieldMADDPG], days: int) -> dict[str, object]:
     """Train the shared policy with three seeds; score on held-out days."""
     scenario = Scenario.load("small")
     held_out = [1, 2, 3, 4, 5]
     trained, initial, took = [], [], 0.0
     for seed in (0, 1, 2):
-        learner = MeanFieldActorCritic(seed=seed)
+        learner = kind(seed=seed)
         initial.append(evaluate(learner.act, scenario, held_out)[0])
         start = time.perf_counter()
         learner.train(scenario, days, first_seed=1000 + 100 * seed)
@@ -146,6 +148,7 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=15)
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--ac-days", type=int, default=60)
+    parser.add_argument("--maddpg-days", type=int, default=30)
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
     torch.set_num_threads(2)
@@ -158,14 +161,15 @@ def main() -> None:
     result["crps_improvement"] = forecast["crps_improvement"]
     result["coverage90"] = forecast["coverage90"]
     result["tabular"] = tabular(args.seed)
-    result["mf_ac"] = actor_critic(args.ac_days)
+    result["mf_ac"] = learned(MeanFieldActorCritic, args.ac_days)
+    result["mf_maddpg"] = learned(MeanFieldMADDPG, args.maddpg_days)
     result["environment"] = environment(args.seed)
     if args.json:
         print(json.dumps(result))
     else:
         for key, value in forecast.items():
             print(f"{key:<22}{value}")
-        for part in ("tabular", "mf_ac", "environment"):
+        for part in ("tabular", "mf_ac", "mf_maddpg", "environment"):
             for key, value in result[part].items():  # type: ignore[attr-defined]
                 print(f"{key:<22}{value}")
 
