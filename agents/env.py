@@ -100,6 +100,8 @@ class MarketCore:
         self.slot = 0
         self.service = MeanFieldService()
         self.last_price = 0.5
+        self.last_obs = np.zeros((self.members, len(OBSERVATION)), np.float32)
+        """The observations handed out last (the slot's report is sent to the service once)."""
 
     def reset(self) -> np.ndarray:
         """Back to the first slot; the observations."""
@@ -141,6 +143,7 @@ class MarketCore:
         out = np.empty((n, len(OBSERVATION)), np.float32)
         out[:, 0] = net / 1000
         out[:, 1:] = common
+        self.last_obs = out
         return out
 
     def step(self, actions: np.ndarray) -> tuple[np.ndarray, np.ndarray, bool]:
@@ -232,4 +235,4 @@ class MarketEnv(ParallelEnv[str, np.ndarray, np.ndarray]):  # type: ignore[misc]
 
     def state(self) -> np.ndarray:
         """The global state for centralised critics: every member's observation, flattened."""
-        return self.core.observe().ravel()
+        return self.core.last_obs.ravel()

@@ -21,6 +21,12 @@ def test_the_environment_passes_pettingzoos_parallel_api_test(community) -> None
     obs, _ = env.reset(seed=0)
     assert len(obs) == community.agents and obs["member_0"].shape == (len(OBSERVATION),)
     assert env.state().shape == (community.agents * len(OBSERVATION),)
+    np.testing.assert_array_equal(
+        env.state(), np.concatenate([obs[a] for a in env.possible_agents])
+    )
+    reports = env.core.service.recomputations
+    env.state()
+    assert env.core.service.recomputations == reports  # reading the state reports nothing
 
 
 def test_a_slot_clears_by_price_priority_at_midpoints() -> None:
