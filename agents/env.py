@@ -20,6 +20,7 @@ is what the slot saved it against the grid alone, in sat.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import gymnasium
@@ -28,7 +29,7 @@ from pettingzoo import ParallelEnv
 
 from market import MeanFieldService, dispatch
 from market.dispatch import Mode
-from market.scenario import EnergyCommunity
+from market.scenario import EnergyCommunity, Scenario
 from negotiator.messages import PopulationReport
 
 OBSERVATION = (
@@ -173,6 +174,22 @@ class MarketCore:
         self.slot += 1
         done = self.slot >= self.slots
         return self.observe(), ((grid_only - cost) / 1000).astype(np.float32), done
+
+
+def train_days(
+    train_day: Callable[[MarketCore], float],
+    scenario: Scenario,
+    days: int,
+    *,
+    first_seed: int = 1000,
+    on_day: Callable[[int, float], None] | None = None,
+) -> None:
+    """Run ``train_day`` on ``days`` fresh realisations of ``scenario`` (seeds ``first_seed``
+    onwards: the same kind of community, other weather and behaviour each day)."""
+    for k in range(days):
+        reward = train_day(MarketCore(scenario.realise(np.random.default_rng(first_seed + k))))
+        if on_day is not None:
+            on_day(k, reward)
 
 
 class MarketEnv(ParallelEnv[str, np.ndarray, np.ndarray]):  # type: ignore[misc]

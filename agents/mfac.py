@@ -31,7 +31,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from agents.env import OBSERVATION, MarketCore
+from agents.env import OBSERVATION, MarketCore, train_days
 from market.scenario import Scenario
 
 Policy = Callable[[np.ndarray], np.ndarray]
@@ -133,11 +133,7 @@ class MeanFieldActorCritic:
         on_day: Callable[[int, float], None] | None = None,
     ) -> list[float]:
         """Train on ``days`` fresh days of ``scenario`` (seeds ``first_seed`` onwards)."""
-        for k in range(days):
-            core = MarketCore(scenario.realise(np.random.default_rng(first_seed + k)))
-            reward = self.train_day(core)
-            if on_day is not None:
-                on_day(k, reward)
+        train_days(self.train_day, scenario, days, first_seed=first_seed, on_day=on_day)
         return self.curve
 
 
