@@ -30,6 +30,7 @@ import torch
 from scipy import special, stats
 from torch import nn
 
+from agents.nets import mlp
 from market.scenario import EnergyCommunity
 
 Family = Literal["student", "gaussian"]
@@ -105,21 +106,6 @@ def split(samples: Samples, test_days: int) -> tuple[Samples, Samples]:
     return samples.take(~held), samples.take(held)
 
 
-class _Head(nn.Module):
-    def __init__(self, inputs: int, outputs: int, hidden: int) -> None:
-        super().__init__()
-        self.net = nn.Sequential(
-            nn.Linear(inputs, hidden),
-            nn.SiLU(),
-            nn.Linear(hidden, hidden),
-            nn.SiLU(),
-            nn.Linear(hidden, outputs),
-        )
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.net(x)  # type: ignore[no-any-return]
-
-
 @dataclass
 class Prediction:
     """Predicted distributions, one per sample (numpy)."""
@@ -164,7 +150,7 @@ class Forecaster:
         self.generator = torch.Generator().manual_seed(seed)
         torch.manual_seed(seed)  # nn.Linear draws its initial weights from the default generator
         outputs = 3 if family == "student" else 2
-        self.head = _Head(len(FEATURES), outputs, hidden)
+        self.head = mlp(len(FEATURES), outputs, hidden, nn.SiLU)
         self.mean = torch.zeros(len(FEATURES))
         self.std = torch.ones(len(FEATURES))
         self.losses: list[float] = []

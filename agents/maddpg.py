@@ -29,6 +29,7 @@ import torch
 from torch import nn
 
 from agents.env import OBSERVATION, MarketCore, train_days
+from agents.nets import mlp
 from market.scenario import Scenario
 
 ACTIONS = 2
@@ -108,16 +109,6 @@ class Replay:
         )
 
 
-def _mlp(inputs: int, outputs: int, hidden: int) -> nn.Sequential:
-    return nn.Sequential(
-        nn.Linear(inputs, hidden),
-        nn.ReLU(),
-        nn.Linear(hidden, hidden),
-        nn.ReLU(),
-        nn.Linear(hidden, outputs),
-    )
-
-
 @dataclass
 class MeanFieldMADDPG:
     """The shared deterministic actor and its mean-field critic (see the module docstring)."""
@@ -137,8 +128,8 @@ class MeanFieldMADDPG:
     def __post_init__(self) -> None:
         torch.manual_seed(self.seed)
         n = len(OBSERVATION)
-        self.actor = nn.Sequential(_mlp(n, ACTIONS, self.hidden), nn.Sigmoid())
-        self.critic = _mlp(n + 2 * ACTIONS, 1, self.hidden)
+        self.actor = nn.Sequential(mlp(n, ACTIONS, self.hidden, nn.ReLU), nn.Sigmoid())
+        self.critic = mlp(n + 2 * ACTIONS, 1, self.hidden, nn.ReLU)
         self.actor_target = copy.deepcopy(self.actor)
         self.critic_target = copy.deepcopy(self.critic)
         self._actor_opt = torch.optim.Adam(self.actor.parameters(), lr=self.actor_lr)

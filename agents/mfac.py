@@ -32,6 +32,7 @@ import torch
 from torch import nn
 
 from agents.env import OBSERVATION, MarketCore, train_days
+from agents.nets import mlp
 from market.scenario import Scenario
 
 Policy = Callable[[np.ndarray], np.ndarray]
@@ -43,16 +44,6 @@ def actor_step(alpha0: float, tau0: float, beta: float, t: int, drift: float) ->
     if t < 1:
         raise ValueError("t counts updates from 1")
     return alpha0 * min(1.0, tau0 / t) / (1.0 + beta * drift)
-
-
-def _mlp(inputs: int, outputs: int, hidden: int) -> nn.Sequential:
-    return nn.Sequential(
-        nn.Linear(inputs, hidden),
-        nn.Tanh(),
-        nn.Linear(hidden, hidden),
-        nn.Tanh(),
-        nn.Linear(hidden, outputs),
-    )
 
 
 @dataclass
@@ -75,8 +66,8 @@ class MeanFieldActorCritic:
     def __post_init__(self) -> None:
         torch.manual_seed(self.seed)
         n = len(OBSERVATION)
-        self.actor = _mlp(n, 2, self.hidden)
-        self.critic = _mlp(n, 1, self.hidden)
+        self.actor = mlp(n, 2, self.hidden)
+        self.critic = mlp(n, 1, self.hidden)
         self.log_std = torch.full((2,), -0.5, requires_grad=True)
         self.generator = torch.Generator().manual_seed(self.seed)
         self._actor_opt = torch.optim.SGD([*self.actor.parameters(), self.log_std], lr=self.alpha0)

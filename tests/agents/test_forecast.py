@@ -53,6 +53,16 @@ def test_pinball_and_coverage_on_known_inputs() -> None:
     assert scores(standard, draws)["coverage90"] == pytest.approx(0.9, abs=0.005)
 
 
+def test_samples_follow_the_predicted_distribution() -> None:
+    prediction = Prediction(
+        "student", np.array([1.0, -2.0]), np.array([0.5, 2.0]), np.array([4.0, 30.0])
+    )
+    draws = prediction.sample(np.random.default_rng(6), 200_000)
+    assert draws.shape == (2, 200_000)
+    for q in (0.05, 0.5, 0.95):
+        np.testing.assert_allclose(np.quantile(draws, q, axis=1), prediction.quantile(q), atol=0.03)
+
+
 def test_the_history_pairs_what_is_known_at_t_with_the_net_at_t_plus_h() -> None:
     scenario = Scenario.load("small").model_copy(update={"days": 3, "agents": 10})
     community = scenario.realise(np.random.default_rng(4))
