@@ -2,16 +2,21 @@
 
 One episode is one realised day of an energy scenario; one step is one trading slot. The members'
 positions come from the same device models and dispatch as the live runtime
-(:func:`market.dispatch.dispatch`), the population statistics and the guidance price from the same
-mean-field service (:class:`market.MeanFieldService`, fed the same ``PopulationReport``).
+(:func:`market.dispatch.dispatch`, the mean-field planner's by default, as in a live run), the
+population statistics and the guidance price from the same mean-field service
+(:class:`market.MeanFieldService`), told what the live runtime tells it and read when the live
+runtime reads it: each slot the positions offered, with their limits as reservations, then the
+slot's trades; a member observes (:mod:`agents.observe`) the snapshot taken after the previous
+slot's positions, as a live trader sees its view when a slot opens.
 
 Each slot every member sends an action in [0, 1]^2: where its limit price sits between the
 slot's export and import prices (a buyer's most, a seller's least), and the share of its position
-it offers. The slot clears under the protocol's rules, vectorised: a sealed-bid double auction in
-one round, price priority on both sides (ties in the order of the members), every admitted bid at
-least every admitted ask, each matched unit at the midpoint of its bid and ask (the k = 1/2 double
-auction, where two concession strategies of equal patience meet), quantities within positions,
-and whatever is not traded settled with the grid at the tariff at gate closure. A member's reward
+it offers (both read through :func:`agents.observe.decode`, whose ends are exact). The slot clears
+under the protocol's rules, vectorised: a sealed-bid double auction in one round, price priority
+on both sides (ties in the order of the members), every admitted bid at least every admitted ask,
+each matched unit at the midpoint of its bid and ask (the k = 1/2 double auction, where two
+concession strategies of equal patience meet), quantities within positions, and whatever is not
+traded settled with the grid at the tariff at gate closure. A member's reward
 is what the slot saved it against the grid alone, in sat.
 
 :class:`MarketCore` works on arrays (members x features), for training loops that want speed;
@@ -20,34 +25,19 @@ is what the slot saved it against the grid alone, in sat.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Protocol
 
 import gymnasium
 import numpy as np
 from pettingzoo import ParallelEnv
 
+from agents.observe import OBSERVATION, decode, features
 from market import MeanFieldService, dispatch
 from market.dispatch import Mode
 from market.scenario import EnergyCommunity, Scenario
-from negotiator.messages import PopulationReport
-
-OBSERVATION = (
-    "position_kwh",
-    "import_price",
-    "export_price",
-    "hour_sin",
-    "hour_cos",
-    "buyers_share",
-    "demand_kwh",
-    "supply_kwh",
-    "guidance",
-    "last_price",
-)
-"""What a member observes, in order: its own position, the tariff (sat per kWh / 1000), the time
-of day, and the mean field: the share of members buying, the community's demand and supply per
-member, the guidance price and the last clearing price (both as a share of the way from the
-export to the import price)."""
+from negotiator.messages import PopulationReport, TradeReport
 
 
 def clear(
@@ -89,7 +79,7 @@ def clear(
 class MarketCore:
     """The vectorised market of one scenario day (see the module docstring)."""
 
-    def __init__(self, community: EnergyCommunity, mode: Mode = "selfish") -> None:
+    def __init__(self, community: EnergyCommunity, mode: Mode = "meanfield") -> None:
         self.community = community
         self.positions = dispatch(community, mode).net_wh.astype(np.float64)
         self.import_price = community.import_price.astype(np.float64)
@@ -100,59 +90,39 @@ class MarketCore:
         self.codes = np.asarray(community.type_code)
         self.slot = 0
         self.service = MeanFieldService()
-        self.last_price = 0.5
+        self._view: object = None
         self.last_obs = np.zeros((self.members, len(OBSERVATION)), np.float32)
-        """The observations handed out last (the slot's report is sent to the service once)."""
+        """The observations handed out last."""
 
     def reset(self) -> np.ndarray:
         """Back to the first slot; the observations."""
         self.slot = 0
         self.service = MeanFieldService()
-        self.last_price = 0.5
+        self._view = None
         return self.observe()
 
     def observe(self) -> np.ndarray:
-        """Members x len(OBSERVATION), float32, for the current slot."""
+        """Members x len(OBSERVATION), float32, for the current slot: the mean field as the
+        service stood after the previous slot (the live runtime's view when a slot opens)."""
         t = min(self.slot, self.slots - 1)
-        net = self.positions[:, t]
-        imp, exp = self.import_price[t], self.export_price[t]
-        reservation = np.where(net > 0, imp, exp).astype(np.int64)
-        report = PopulationReport.of(
-            t, list(self.community.type_names), self.codes, net.astype(np.int64), reservation
+        self.last_obs = features(
+            self._view,
+            self.community.type_names,
+            self.codes,
+            self.positions[:, t],
+            self.import_price[t],
+            self.export_price[t],
+            t,
+            self.per_day,
         )
-        self.service.handle(report)
-        snapshot = self.service.snapshot()
-        board = snapshot.board
-        guidance = next(iter(snapshot.guidance.values())).price if snapshot.guidance else None
-        span = max(imp - exp, 1.0)
-        angle = 2 * np.pi * (t % self.per_day) / self.per_day
-        n = self.members
-        common = np.array(
-            [
-                imp / 1e6,
-                exp / 1e6,
-                np.sin(angle),
-                np.cos(angle),
-                float((net > 0).mean()),
-                (board.demand if board else 0) / 1000 / n,
-                (board.supply if board else 0) / 1000 / n,
-                0.5 if guidance is None else (guidance - exp) / span,
-                self.last_price,
-            ],
-            np.float32,
-        )
-        out = np.empty((n, len(OBSERVATION)), np.float32)
-        out[:, 0] = net / 1000
-        out[:, 1:] = common
-        self.last_obs = out
-        return out
+        return self.last_obs
 
     def step(self, actions: np.ndarray) -> tuple[np.ndarray, np.ndarray, bool]:
         """Clear the slot with ``actions`` (members x 2 in [0, 1]); the next observations, the
         rewards (sat saved against the grid alone) and whether the day is over."""
         if self.slot >= self.slots:
             raise RuntimeError("the day is over: reset")
-        a = np.clip(np.asarray(actions, np.float64), 0.0, 1.0)
+        a = decode(actions)
         t = self.slot
         net = self.positions[:, t]
         imp, exp = self.import_price[t], self.export_price[t]
@@ -168,28 +138,160 @@ class MarketCore:
         cost[buyers] = paid + left_b * imp / 1000
         left_s = net[sellers] + sold
         cost[sellers] = -earned + left_s * exp / 1000
-        volume = bought.sum()
-        if volume > 0:
-            self.last_price = float((paid.sum() / volume * 1000 - exp) / max(imp - exp, 1.0))
+        self._report(t, net, limit, offered, paid.sum(), bought.sum())
         self.slot += 1
         done = self.slot >= self.slots
         return self.observe(), ((grid_only - cost) / 1000).astype(np.float32), done
 
+    def _report(
+        self,
+        t: int,
+        net: np.ndarray,
+        limit: np.ndarray,
+        offered: np.ndarray,
+        paid: float,
+        volume: float,
+    ) -> None:
+        """Tell the service what the live runtime would: the positions offered (with their
+        limits as reservations), whose snapshot is the next slot's view, then the trades."""
+        on = offered > 0
+        self.service.handle(
+            PopulationReport.of(
+                t,
+                list(self.community.type_names),
+                self.codes[on],
+                (np.sign(net[on]) * offered[on]).astype(np.int64),
+                np.rint(limit[on]).astype(np.int64),
+            )
+        )
+        self._view = self.service.snapshot()
+        if volume > 0:
+            vwap = round(paid / volume * 1000)
+            self.service.handle(TradeReport(t, [vwap], [round(volume)]))
+
+
+class Market(Protocol):
+    """What a learner trains on: :class:`MarketCore`, or a :class:`Deviation` of it."""
+
+    @property
+    def members(self) -> int: ...
+
+    @property
+    def service(self) -> MeanFieldService: ...
+
+    def reset(self) -> np.ndarray: ...
+
+    def step(self, actions: np.ndarray) -> tuple[np.ndarray, np.ndarray, bool]: ...
+
+
+class Deviation:
+    """The market as a group of members sees it while everyone else follows ``policy``: for
+    training and scoring a best response to a population (its exploitability)."""
+
+    def __init__(
+        self,
+        core: MarketCore,
+        policy: Callable[[np.ndarray], np.ndarray],
+        group: np.ndarray,
+    ) -> None:
+        self.core, self.policy = core, policy
+        self.group = np.asarray(group, bool)
+        if self.group.shape != (core.members,) or not self.group.any():
+            raise ValueError("the group is a non-empty mask over the members")
+        self.members = int(self.group.sum())
+        self._obs = core.last_obs
+
+    @property
+    def service(self) -> MeanFieldService:
+        return self.core.service
+
+    def reset(self) -> np.ndarray:
+        self._obs = self.core.reset()
+        mine: np.ndarray = self._obs[self.group]
+        return mine
+
+    def step(self, actions: np.ndarray) -> tuple[np.ndarray, np.ndarray, bool]:
+        everyone = np.array(self.policy(self._obs), np.float64)
+        everyone[self.group] = actions
+        self._obs, rewards, done = self.core.step(everyone)
+        return self._obs[self.group], rewards[self.group], done
+
+
+def truthful(obs: np.ndarray) -> np.ndarray:
+    """The classic traders' actions: the limit at one's own reservation (a buyer the import
+    price, a seller the export price), everything offered, as a Boulware trader reports them in
+    the live runtime."""
+    buyer = obs[:, 0] > 0
+    return np.stack([buyer.astype(np.float64), np.ones(len(obs))], axis=1)
+
+
+def learners(members: int, share: float, seed: int) -> np.ndarray:
+    """Which members of a day's market learn (the others are classic traders): a random
+    ``share`` of them, drawn from the day's seed."""
+    if not 0 < share <= 1:
+        raise ValueError("the learners' share is in (0, 1]")
+    mask = np.zeros(members, bool)
+    count = max(1, round(share * members))
+    mask[np.random.default_rng([seed, 1]).permutation(members)[:count]] = True
+    return mask
+
+
+def market(core: MarketCore, share: float, seed: int) -> Market:
+    """The day's market as the learners see it: all of it, or their share among classic
+    (:func:`truthful`) traders."""
+    return core if share >= 1 else Deviation(core, truthful, learners(core.members, share, seed))
+
 
 def train_days(
-    train_day: Callable[[MarketCore], float],
+    train_day: Callable[[Market], float],
     scenario: Scenario,
     days: int,
     *,
     first_seed: int = 1000,
     on_day: Callable[[int, float], None] | None = None,
+    share: float = 1.0,
 ) -> None:
     """Run ``train_day`` on ``days`` fresh realisations of ``scenario`` (seeds ``first_seed``
-    onwards: the same kind of community, other weather and behaviour each day)."""
+    onwards: the same kind of community, other weather and behaviour each day), a ``share`` of
+    the members learning among classic traders."""
     for k in range(days):
-        reward = train_day(MarketCore(scenario.realise(np.random.default_rng(first_seed + k))))
+        seed = first_seed + k
+        core = MarketCore(scenario.realise(np.random.default_rng(seed)))
+        reward = train_day(market(core, share, seed))
         if on_day is not None:
             on_day(k, reward)
+
+
+def classic_days(scenario: Scenario, seeds: list[int]) -> np.ndarray:
+    """Every member's observations over days of classic trading (everyone :func:`truthful`):
+    what a warm start imitates."""
+    rows = []
+    for seed in seeds:
+        core = MarketCore(scenario.realise(np.random.default_rng(seed)))
+        obs, done = core.reset(), False
+        while not done:
+            rows.append(obs)
+            obs, _, done = core.step(truthful(obs))
+    return np.concatenate(rows)
+
+
+def evaluate(
+    policy: Callable[[np.ndarray], np.ndarray],
+    scenario: Scenario,
+    seeds: list[int],
+    share: float = 1.0,
+) -> tuple[float, float]:
+    """Mean and standard deviation over held-out days of the mean reward per member per day of
+    the members following ``policy`` (a ``share`` of them, the others classic traders)."""
+    scores = []
+    for seed in seeds:
+        day = market(MarketCore(scenario.realise(np.random.default_rng(seed))), share, seed)
+        obs, total, done = day.reset(), 0.0, False
+        while not done:
+            obs, reward, done = day.step(policy(obs))
+            total += float(reward.mean())
+        scores.append(total)
+    return float(np.mean(scores)), float(np.std(scores)) if len(scores) > 1 else math.nan
 
 
 class MarketEnv(ParallelEnv[str, np.ndarray, np.ndarray]):  # type: ignore[misc]
@@ -197,7 +299,7 @@ class MarketEnv(ParallelEnv[str, np.ndarray, np.ndarray]):  # type: ignore[misc]
 
     metadata = {"name": "negotiator_market_v0", "render_modes": []}  # noqa: RUF012
 
-    def __init__(self, community: EnergyCommunity, mode: Mode = "selfish") -> None:
+    def __init__(self, community: EnergyCommunity, mode: Mode = "meanfield") -> None:
         self.core = MarketCore(community, mode)
         self.possible_agents = [f"member_{i}" for i in range(self.core.members)]
         self.agents: list[str] = []

@@ -28,8 +28,9 @@ import numpy as np
 import torch
 from torch import nn
 
-from agents.env import OBSERVATION, MarketCore, train_days
-from agents.nets import mlp
+from agents.env import Market, classic_days, train_days, truthful
+from agents.nets import imitate, mlp
+from agents.observe import OBSERVATION
 from market.scenario import Scenario
 
 ACTIONS = 2
@@ -122,6 +123,8 @@ class MeanFieldMADDPG:
     updates_per_slot: int = 2
     reward_scale: float = 0.1
     seed: int = 0
+    warm_start: bool = True
+    """Start from the classic strategy (imitated) rather than from random weights."""
     curve: list[float] = field(init=False, default_factory=list)
     """Mean reward per member per day, one entry per training day."""
 
@@ -171,7 +174,7 @@ class MeanFieldMADDPG:
                 for p, q in zip(net.parameters(), tgt.parameters(), strict=True):
                     q.mul_(1 - self.tau).add_(self.tau * p)
 
-    def train_day(self, core: MarketCore) -> float:
+    def train_day(self, core: Market) -> float:
         """One training day; the mean reward per member over the day."""
         noise = OrnsteinUhlenbeck((core.members, ACTIONS), self.rng)
         obs, total, done = core.reset(), 0.0, False
@@ -195,7 +198,16 @@ class MeanFieldMADDPG:
         *,
         first_seed: int = 1000,
         on_day: Callable[[int, float], None] | None = None,
+        share: float = 1.0,
     ) -> list[float]:
-        """Train on ``days`` fresh days of ``scenario`` (seeds ``first_seed`` onwards)."""
-        train_days(self.train_day, scenario, days, first_seed=first_seed, on_day=on_day)
+        """Train on ``days`` fresh days of ``scenario`` (seeds ``first_seed`` onwards), a
+        ``share`` of the members learning among classic traders. With ``warm_start`` a fresh
+        learner first imitates the classic strategy on two days before those."""
+        if self.warm_start and not self.curve:
+            obs = classic_days(scenario, [first_seed - 2, first_seed - 1])
+            imitate(self.actor[0], obs, truthful(obs), seed=self.seed)
+            self.actor_target.load_state_dict(self.actor.state_dict())
+        train_days(
+            self.train_day, scenario, days, first_seed=first_seed, on_day=on_day, share=share
+        )
         return self.curve

@@ -23,7 +23,6 @@ and behaviour); :func:`evaluate` scores a policy on held-out days.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -31,8 +30,9 @@ import numpy as np
 import torch
 from torch import nn
 
-from agents.env import OBSERVATION, MarketCore, train_days
-from agents.nets import mlp
+from agents.env import Market, classic_days, evaluate, train_days, truthful
+from agents.nets import imitate, mlp
+from agents.observe import OBSERVATION
 from market.scenario import Scenario
 
 Policy = Callable[[np.ndarray], np.ndarray]
@@ -52,10 +52,12 @@ class MeanFieldActorCritic:
 
     hidden: int = 64
     alpha0: float = 2e-2
-    tau0: float = 200.0
+    tau0: float = 3000.0
     beta: float = 5.0
     critic_lr: float = 1e-2
     seed: int = 0
+    warm_start: bool = True
+    """Start from the classic strategy (imitated) rather than from random weights."""
     actor: nn.Sequential = field(init=False)
     critic: nn.Sequential = field(init=False)
     log_std: torch.Tensor = field(init=False)
@@ -78,7 +80,7 @@ class MeanFieldActorCritic:
         with torch.inference_mode():
             return torch.sigmoid(self.actor(torch.from_numpy(obs))).numpy()
 
-    def train_day(self, core: MarketCore) -> float:
+    def train_day(self, core: Market) -> float:
         """One training day on ``core``; returns the mean reward per member over the day."""
         obs = torch.from_numpy(core.reset())
         total = 0.0
@@ -122,13 +124,21 @@ class MeanFieldActorCritic:
         *,
         first_seed: int = 1000,
         on_day: Callable[[int, float], None] | None = None,
+        share: float = 1.0,
     ) -> list[float]:
-        """Train on ``days`` fresh days of ``scenario`` (seeds ``first_seed`` onwards)."""
-        train_days(self.train_day, scenario, days, first_seed=first_seed, on_day=on_day)
+        """Train on ``days`` fresh days of ``scenario`` (seeds ``first_seed`` onwards), a
+        ``share`` of the members learning among classic traders. With ``warm_start`` a fresh
+        learner first imitates the classic strategy on two days before those."""
+        if self.warm_start and not self.curve:
+            obs = classic_days(scenario, [first_seed - 2, first_seed - 1])
+            imitate(self.actor, obs, truthful(obs), seed=self.seed)
+        train_days(
+            self.train_day, scenario, days, first_seed=first_seed, on_day=on_day, share=share
+        )
         return self.curve
 
 
-def _drift(core: MarketCore) -> float:
+def _drift(core: Market) -> float:
     """The population's W1 drift between the last two slots, averaged over types, in kWh."""
     snap = core.service.last
     if snap is None or not snap.types:
@@ -137,21 +147,4 @@ def _drift(core: MarketCore) -> float:
     return sum(t.drift * t.count for t in snap.types.values()) / max(count, 1) / 1000
 
 
-def evaluate(policy: Policy, scenario: Scenario, seeds: list[int]) -> tuple[float, float]:
-    """Mean and standard deviation over held-out days of the mean reward per member per day."""
-    scores = []
-    for seed in seeds:
-        core = MarketCore(scenario.realise(np.random.default_rng(seed)))
-        obs, total, done = core.reset(), 0.0, False
-        while not done:
-            obs, reward, done = core.step(policy(obs))
-            total += float(reward.mean())
-        scores.append(total)
-    return float(np.mean(scores)), float(np.std(scores)) if len(scores) > 1 else math.nan
-
-
-def truthful(obs: np.ndarray) -> np.ndarray:
-    """The classic baseline: limit at one's own reservation (a buyer the import price, a
-    seller the export price), everything offered."""
-    buyer = obs[:, 0] > 0
-    return np.stack([buyer.astype(np.float64), np.ones(len(obs))], axis=1)
+__all__ = ["MeanFieldActorCritic", "actor_step", "evaluate", "truthful"]

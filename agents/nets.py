@@ -1,7 +1,9 @@
-"""The small networks the learners share: a two-hidden-layer perceptron."""
+"""The small networks the learners share: a two-hidden-layer perceptron, and its warm start."""
 
 from __future__ import annotations
 
+import numpy as np
+import torch
 from torch import nn
 
 
@@ -16,3 +18,31 @@ def mlp(
         activation(),
         nn.Linear(hidden, outputs),
     )
+
+
+def imitate(
+    net: nn.Module,
+    obs: np.ndarray,
+    actions: np.ndarray,
+    *,
+    steps: int = 400,
+    lr: float = 1e-2,
+    batch: int = 4096,
+    seed: int = 0,
+) -> float:
+    """Warm start: fit ``net``'s outputs to the logits of ``actions`` (in [0, 1], clipped to
+    [0.01, 0.99]) by least squares, so a learner starts from a classic strategy instead of from
+    noise. Returns the last minibatch's loss."""
+    x = torch.from_numpy(np.asarray(obs, np.float32))
+    p = np.clip(np.asarray(actions, np.float64), 0.01, 0.99)
+    y = torch.from_numpy(np.log(p / (1 - p)).astype(np.float32))
+    generator = torch.Generator().manual_seed(seed)
+    opt = torch.optim.Adam(net.parameters(), lr=lr)
+    loss = torch.zeros(())
+    for _ in range(steps):
+        rows = torch.randint(0, len(x), (min(batch, len(x)),), generator=generator)
+        loss = ((net(x[rows]) - y[rows]) ** 2).mean()
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    return float(loss.detach())

@@ -16,6 +16,9 @@ position, net of what it traded, goes to the grid at the tariff: surplus bought 
 shortfall imported. A risk-neutral trader buys the newsvendor quantile; a risk-averse one hedges
 the expensive tail (a buyer buys more, a seller sells less).
 
+With a ``policy`` (a learned pricing rule, :mod:`agents.learned`), the trader's limit and the
+quantity it offers come from the policy instead of the tariff and its whole position.
+
 Handlers are synchronous and pure apart from the agent's own state; every message goes through the
 protocol (``negotiator.protocol``), the agent's own moves included.
 """
@@ -60,6 +63,9 @@ Forecast = Callable[[int], np.ndarray]
 """``slot -> samples`` of the agent's net position in the slot (Wh), before it is known."""
 _CANDIDATES: Final = np.linspace(0.05, 0.95, 19)
 """Quantiles of the forecast a trader considers as its quantity."""
+Limit = Callable[[int, str, int, int, int, object], tuple[int, int]]
+"""``(slot, agent_type, net_wh, import_price, export_price, view) -> (limit, quantity)``: a
+learned trader's limit price (msat per kWh) and the quantity it offers (Wh) when a slot opens."""
 Tariff = Callable[[int], tuple[int, int]]
 """``slot -> (import_price, export_price)`` in msat per kWh."""
 
@@ -87,6 +93,7 @@ class Trader:
         "_max_rounds",
         "_negs",
         "_net",
+        "_policy",
         "_prices",
         "_reservation",
         "_side",
@@ -119,12 +126,14 @@ class Trader:
         forecast: Forecast | None = None,
         risk_aversion: float = 0.0,
         alpha: float = 0.05,
+        policy: Limit | None = None,
     ) -> None:
         if max_rounds < 1:
             raise ValueError("max_rounds must be at least 1")
         if not 0 <= risk_aversion <= 1 or not 0 < alpha <= 1:
             raise ValueError("risk_aversion must be in [0, 1] and alpha in (0, 1]")
         self._forecast = forecast
+        self._policy = policy
         self._gamma = risk_aversion
         self._alpha = alpha
         self._traded = 0
@@ -164,6 +173,9 @@ class Trader:
             net = self._net(slot)
             side = Side.BUY if net > 0 else Side.SELL
             quantity, reservation = abs(net), imp if net > 0 else exp
+            if self._policy is not None and net:
+                limit, offered = self._policy(slot, self.agent_type, net, imp, exp, view)
+                quantity, reservation = min(max(offered, 0), abs(net)), min(max(limit, exp), imp)
         else:
             expected = (imp + exp) / 2 if guidance is None else guidance
             side, quantity, reservation = self._plan(self._forecast(slot), imp, exp, expected)

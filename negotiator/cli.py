@@ -50,8 +50,16 @@ def simulate(
     engine: Annotated[str, typer.Option(help="task (a coroutine per agent) or shard.")] = "task",
     shards: Annotated[int, typer.Option(help="Dispatchers for the shard engine.")] = 1,
     strategy: Annotated[
-        str, typer.Option(help="boulware, linear, conceder or mixed (drawn per agent).")
+        str,
+        typer.Option(
+            help="boulware, linear, conceder, mixed (per agent), or learned:POLICY.pt (a policy"
+            " from `negotiator train` sets limits and quantities)."
+        ),
     ] = "mixed",
+    learned_share: Annotated[
+        float | None,
+        typer.Option(help="learned:...: share of the members using it (default: as trained)."),
+    ] = None,
     max_rounds: Annotated[int, typer.Option(help="Offers per negotiation, at most.")] = 10,
     max_in_flight: Annotated[int, typer.Option(help="Negotiations open at once.")] = 500,
     deadline_ms: Annotated[float, typer.Option(help="Wall-clock limit per negotiation.")] = 5000.0,
@@ -122,6 +130,7 @@ def simulate(
             slots_per_day=slots_per_day,
             seed=seed,
             strategy=strategy,
+            learned_share=learned_share,
             max_rounds=max_rounds,
             ledger=str(ledger) if ledger else None,
             rail=rail,
@@ -141,7 +150,7 @@ def simulate(
         raise typer.BadParameter(str(exc)) from None
     try:
         sim = build(config)
-    except ValueError as exc:
+    except (ValueError, FileNotFoundError) as exc:
         raise typer.BadParameter(str(exc)) from None
     slots = sim.community.spec.slots
     progress = Progress(
@@ -292,6 +301,56 @@ def solve_mfg(
     except ValueError as exc:
         raise typer.BadParameter(str(exc)) from None
     _emit(result, json_out)
+
+
+@app.command()
+def train(
+    algo: Annotated[str, typer.Option(help="mf-ac (actor-critic) or mf-maddpg.")] = "mf-ac",
+    scenario: Annotated[str, typer.Option(help="Energy scenario to train on.")] = "small",
+    days: Annotated[int, typer.Option(help="Training days (fresh realisations).")] = 60,
+    seed: Annotated[int, typer.Option(help="Seed of the networks and the training days.")] = 0,
+    share: Annotated[
+        float, typer.Option(help="Share of the members learning; the rest trade classically.")
+    ] = 0.5,
+    out: Annotated[Path, typer.Option(help="Where to write the policy.")] = Path("policy.pt"),
+    curve: Annotated[
+        Path | None, typer.Option(help="Learning-curve PNG (default: beside --out).")
+    ] = None,
+    json_out: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+    quiet: Annotated[bool, typer.Option(help="No progress bar.")] = False,
+) -> None:
+    """Train a shared policy on the market environment; simulate with learned:POLICY.pt."""
+    from agents.training import ALGOS, plot_curve, train_policy  # torch: only when training
+
+    if algo not in ALGOS:
+        raise typer.BadParameter(f"unknown algorithm {algo!r}; choose from {list(ALGOS)}")
+    if days < 1:
+        raise typer.BadParameter("train for at least one day")
+    progress = Progress(
+        TextColumn("[bold]day"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("{task.fields[info]}"),
+        TimeElapsedColumn(),
+        console=Console(stderr=True),
+        disable=quiet,
+    )
+    task = progress.add_task("days", total=days, info="")
+
+    def on_day(day: int, reward: float) -> None:
+        progress.update(task, advance=1, info=f"{reward:8.1f} sat/member")
+
+    try:
+        with progress:
+            policy, summary = train_policy(algo, scenario, days, seed, share=share, on_day=on_day)
+    except (ValueError, FileNotFoundError) as exc:
+        raise typer.BadParameter(str(exc)) from None
+    out.parent.mkdir(parents=True, exist_ok=True)
+    policy.save(out)
+    png = curve or out.with_suffix(".png")
+    plot_curve(policy, png, summary["classic_reward"])
+    summary.update(policy=str(out), curve=str(png))
+    _emit(summary, json_out)
 
 
 regtest_app = typer.Typer(

@@ -17,7 +17,8 @@ import msgspec
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
-from agents import STRATEGIES, TimeDependent, Trader, strategy
+from agents import Trader, strategy
+from agents.population import member_policies, member_strategies, policy_path
 from market import (
     Community,
     CommunitySpec,
@@ -57,7 +58,17 @@ class SimulationConfig(BaseModel):
     slots_per_day: int = Field(24, ge=1, description="slots in one day (24: hourly)")
     seed: int = Field(0, ge=0, description="seed of every random choice in the run")
     pv_share: float = Field(0.4, ge=0.0, le=1.0, description="share of agents with rooftop PV")
-    strategy: str = Field("mixed", description="boulware, linear, conceder or mixed")
+    strategy: str = Field(
+        "mixed",
+        description="boulware, linear, conceder, mixed, or learned:POLICY.pt (a trained policy"
+        " sets limits and quantities; its traders concede along Boulware)",
+    )
+    learned_share: float | None = Field(
+        None,
+        ge=0.0,
+        le=1.0,
+        description="learned runs: share of the members using the policy (None: as trained)",
+    )
     max_rounds: int = Field(10, ge=1, description="offers per negotiation, at most")
     max_partners: int = Field(12, ge=1, description="sellers each buyer negotiates with per slot")
     ledger: str | None = Field(None, description="SQLite ledger path; a temp file when None")
@@ -92,13 +103,21 @@ class SimulationConfig(BaseModel):
     )
     runtime: RuntimeConfig = Field(default_factory=RuntimeConfig)
 
+    @property
+    def learned(self) -> str | None:
+        """The policy file of a learned run."""
+        return policy_path(self.strategy)
+
     def naive(self) -> SimulationConfig:
         """The naive baseline of a scenario run (its own temporary ledger)."""
         return self.model_copy(update={"market": "naive", "ledger": None})
 
     def model_post_init(self, context: Any) -> None:
         """Reject unknown strategy names early, with the choices; cln needs its nodes."""
-        if self.strategy != "mixed":
+        if self.learned is not None:
+            if not Path(self.learned).is_file():
+                raise ValueError(f"no policy file at {self.learned}")
+        elif self.strategy != "mixed":
             strategy(self.strategy)
         if self.rail == "cln" and not self.cln_nodes:
             raise ValueError("--rail cln needs nodes: --cln NAME=SOCKET (repeat) or --cln-dir")
@@ -350,7 +369,16 @@ def build(config: SimulationConfig, *, metrics: RunMetrics | None = None) -> Sim
     devices: Dispatch | None = None
     if config.scenario is not None:
         energy, devices, community, tariff = _scenario(config, community_rng)
-        strategies = _member_strategies(config, energy)
+        if config.market == "naive":  # one fixed linear strategy, no policy
+            strategies = [strategy("linear")] * energy.agents
+        else:
+            strategies = member_strategies(
+                config.strategy,
+                energy.agents,
+                strategy_rng,
+                patience=energy.patience,
+                risk_aversion=energy.risk_aversion,
+            )
     else:
         spec = CommunitySpec(
             agents=config.agents,
@@ -360,15 +388,14 @@ def build(config: SimulationConfig, *, metrics: RunMetrics | None = None) -> Sim
         )
         community = Community.generate(spec, community_rng)
         tariff = TimeOfUseTariff(slots_per_day=config.slots_per_day)
-        names = sorted(STRATEGIES)
-        strategies = [
-            strategy(
-                names[int(strategy_rng.integers(len(names)))]
-                if config.strategy == "mixed"
-                else config.strategy
-            )
-            for _ in range(config.agents)
-        ]
+        strategies = member_strategies(config.strategy, config.agents, strategy_rng)
+    policies = member_policies(
+        "" if config.market == "naive" else config.strategy,
+        community.spec.agents,
+        config.learned_share,
+        community.spec.slots_per_day,
+        strategy_rng,
+    )
     deadline_s = config.runtime.deadline_ms / 1000.0
     traders = [
         Trader(
@@ -379,6 +406,7 @@ def build(config: SimulationConfig, *, metrics: RunMetrics | None = None) -> Sim
             strategies[i],
             max_rounds=config.max_rounds,
             deadline_s=deadline_s,
+            policy=policies[i],
         )
         for i in range(community.spec.agents)
     ]
@@ -430,19 +458,6 @@ def _scenario(
     load = np.rint(energy.load_wh).astype(np.int64)
     community = Community(spec, energy.agent_types, load, load - devices.net_wh, devices.net_wh)
     return energy, devices, community, tariff
-
-
-def _member_strategies(config: SimulationConfig, energy: EnergyCommunity) -> list[TimeDependent]:
-    """Naive: one fixed linear strategy. Otherwise each member's own (or ``config.strategy``):
-    patient and risk-tolerant members hold firm (Boulware, beta down to 1/4), impatient or
-    risk-averse ones concede early (Conceder, beta up to 4)."""
-    if config.market == "naive":
-        return [strategy("linear")] * energy.agents
-    if config.strategy != "mixed":
-        return [strategy(config.strategy)] * energy.agents
-    eagerness = 0.5 * (1 - energy.patience) + 0.5 * energy.risk_aversion
-    beta = np.exp(np.log(0.25) + np.log(16.0) * eagerness)
-    return [TimeDependent(float(b), name="member") for b in beta]
 
 
 def _rail(config: SimulationConfig, funding: dict[int, int], inbound: dict[int, int]) -> Rail:

@@ -172,3 +172,26 @@ def test_report_of_a_directory_without_a_run_says_what_is_missing(tmp_path: Path
 def test_an_unknown_scenario_fails_with_the_named_ones() -> None:
     result = CliRunner().invoke(app, ["simulate", "--scenario", "atlantis"])
     assert result.exit_code != 0 and "storage-rich" in result.output
+
+
+def test_train_writes_a_policy_and_its_curve_and_simulate_trades_with_it(tmp_path: Path) -> None:
+    policy = tmp_path / "policy.pt"
+    args = ["train", "--days", "1", "--out", str(policy), "--json", "--quiet"]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+    summary = json.loads(result.output.strip().splitlines()[-1])
+    assert summary["algo"] == "mf-ac" and summary["days"] == 1 and summary["share"] == 0.5
+    assert {"held_out_reward", "classic_reward", "slots_per_s"} <= summary.keys()
+    assert policy.is_file()
+    assert policy.with_suffix(".png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    out = tmp_path / "learned.json"
+    run = ["simulate", "--scenario", "small", "--seed", "1", "--rail", "inprocess"]
+    learned = [*run, "--strategy", f"learned:{policy}", "--no-baselines", "--json", str(out)]
+    result = CliRunner().invoke(app, learned)
+    assert result.exit_code == 0, result.output
+    data = json.loads(out.read_text())
+    assert data["strategy"] == f"learned:{policy}" and data["agreements"] > 0
+    missing = CliRunner().invoke(app, [*run, "--strategy", "learned:nowhere.pt"])
+    assert missing.exit_code != 0 and "no policy file" in missing.output
+    wrong = CliRunner().invoke(app, ["train", "--algo", "ppo"])
+    assert wrong.exit_code != 0 and "mf-maddpg" in wrong.output

@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 from pettingzoo.test import parallel_api_test
 
-from agents.env import OBSERVATION, MarketCore, MarketEnv, clear
+from agents.env import MarketCore, MarketEnv, clear
+from agents.observe import OBSERVATION, decode
 from market import Scenario, dispatch
 
 
@@ -45,7 +46,7 @@ def test_a_slot_clears_by_price_priority_at_midpoints() -> None:
 
 def test_trading_saves_exactly_what_the_matched_units_save_against_the_grid(community) -> None:  # type: ignore[no-untyped-def]
     core = MarketCore(community)
-    np.testing.assert_array_equal(core.positions, dispatch(community, "selfish").net_wh)
+    np.testing.assert_array_equal(core.positions, dispatch(community, "meanfield").net_wh)
     core.reset()
     silent = np.tile([0.5, 0.0], (core.members, 1))  # offers nothing: the grid alone
     _, rewards, _ = core.step(silent)
@@ -56,8 +57,9 @@ def test_trading_saves_exactly_what_the_matched_units_save_against_the_grid(comm
         actions = rng.random((core.members, 2))
         _, rewards, done = core.step(actions)
         # transfers cancel: the community saves (import - export) on every matched unit
-        limit = core.export_price[t] + actions[:, 0] * (core.import_price[t] - core.export_price[t])
-        offered = np.floor(actions[:, 1] * np.abs(net))
+        a = decode(actions)
+        limit = core.export_price[t] + a[:, 0] * (core.import_price[t] - core.export_price[t])
+        offered = np.floor(a[:, 1] * np.abs(net))
         b, s = net > 0, net < 0
         traded = clear(limit[b], offered[b], limit[s], offered[s])[0].sum()
         spread = core.import_price[t] - core.export_price[t]

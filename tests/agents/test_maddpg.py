@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from agents.env import evaluate, truthful
 from agents.maddpg import MeanFieldMADDPG, OrnsteinUhlenbeck, Replay
-from agents.mfac import evaluate, truthful
 from market import Scenario
 
 
@@ -34,9 +34,9 @@ def test_the_replay_buffer_wraps_around_and_samples_what_it_holds() -> None:
 def test_a_short_training_run_learns_to_trade() -> None:
     scenario = Scenario.load("small").model_copy(update={"agents": 60})
     held_out = [1, 2, 3]
-    learner = MeanFieldMADDPG(seed=0, batch=512)
+    learner = MeanFieldMADDPG(seed=0, batch=512, warm_start=False)
     before, _ = evaluate(learner.act, scenario, held_out)
     learner.train(scenario, 10)
     after, _ = evaluate(learner.act, scenario, held_out)
     best, _ = evaluate(truthful, scenario, held_out)
-    assert after > 1.3 * before and after < best + 1e-9
+    assert after > 1.3 * before and after <= best * (1 + 1e-6)  # here it learns the best

@@ -5,7 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from agents.mfac import MeanFieldActorCritic, actor_step, evaluate, truthful
+from agents.env import evaluate, truthful
+from agents.mfac import MeanFieldActorCritic, actor_step
 from market import Scenario
 
 
@@ -20,15 +21,15 @@ def test_the_actor_step_decays_after_tau0_and_shrinks_while_the_population_drift
 def test_a_short_training_run_improves_the_shared_policy_on_held_out_days() -> None:
     scenario = Scenario.load("small").model_copy(update={"agents": 60})
     held_out = [1, 2, 3]
-    learner = MeanFieldActorCritic(seed=0)
+    learner = MeanFieldActorCritic(seed=0, tau0=200, warm_start=False)
     before, _ = evaluate(learner.act, scenario, held_out)
     curve = learner.train(scenario, 25)
     after, _ = evaluate(learner.act, scenario, held_out)
     assert len(curve) == 25
     assert after > 1.3 * before  # the members learn to offer and to cross
     best, _ = evaluate(truthful, scenario, held_out)
-    assert after < best + 1e-9  # no policy beats everyone trading everything at reservation
-    again = MeanFieldActorCritic(seed=0)
+    assert after <= best * (1 + 1e-6)  # no policy beats everyone trading everything at reservation
+    again = MeanFieldActorCritic(seed=0, tau0=200, warm_start=False)
     again.train(scenario, 2)
     assert again.curve == curve[:2]  # same seed, same training
     actions = learner.act(np.zeros((4, 10), np.float32))

@@ -240,3 +240,25 @@ def test_with_a_forecast_the_realised_position_net_of_trades_goes_to_the_grid() 
     buyer.close_slot(0)
     assert buyer.exported_wh == 400 and buyer.imported_wh == 0  # bought too much: exported
     assert buyer.revenue_msat == 400 * TARIFF[1] // 1000
+
+
+def test_a_learned_rule_sets_the_limit_and_the_quantity_within_the_tariff_and_the_position() -> (
+    None
+):
+    seen = []
+
+    def rule(slot: int, kind: str, net: int, imp: int, exp: int, view: object) -> tuple[int, int]:
+        seen.append((slot, kind, net, imp, exp, view))
+        return (imp + 5000 if net > 0 else 150_000), 10 * abs(net)  # too high, too much
+
+    view = object()
+    buyer = Trader(1, "consumer", lambda s: 700, lambda s: TARIFF, boulware(), policy=rule)
+    position = buyer.open_slot(3, view)
+    assert position is not None
+    assert (position.reservation, position.quantity) == (280_000, 700)  # clamped
+    assert seen == [(3, "consumer", 700, 280_000, 80_000, view)]
+    seller = Trader(2, "prosumer", lambda s: -400, lambda s: TARIFF, boulware(), policy=rule)
+    position = seller.open_slot(3, view)
+    assert position is not None and (position.reservation, position.quantity) == (150_000, 400)
+    idle = Trader(3, "consumer", lambda s: 0, lambda s: TARIFF, boulware(), policy=rule)
+    assert idle.open_slot(3, view) is None and len(seen) == 2  # no position, no question
