@@ -421,6 +421,11 @@ class Trader:
         self._available += neg.reserved
 
     @property
+    def learned(self) -> bool:
+        """Whether a learned policy sets this trader's limits."""
+        return self._policy is not None
+
+    @property
     def open_negotiations(self) -> int:
         """Negotiations not yet settled, failed or closed."""
         return len(self._negs)

@@ -16,7 +16,10 @@ Tabular (``agents/tabular.py``): mean-field Q-learning with softmax smoothing on
 games, 300 iterations of 100,000 simulated next states per (t, s, a), against the engine's
 online mirror descent on the same game: ``exploitability`` (exact, of the learned population),
 ``engine_exploitability``, ``policy_gap`` (largest difference of action probabilities) and
-``seconds``.
+``seconds``. Nash-Q (``agents/nashq.py``) on the two-coalition game ``coalition_chase``, a grid of
+tenths and 10 sweeps, against the engine's coalition fictitious play (2,000 iterations): the
+engine's exploitability of the learned equilibrium, the engine's own, and the largest gap in a
+coalition's value.
 
 Mean-field actor-critic (``agents/mfac.py``): the shared policy trained for ``--ac-days`` days of
 ``small`` with three seeds, scored on five held-out days (mean reward per member per day, sat
@@ -35,18 +38,32 @@ from __future__ import annotations
 
 import argparse
 import json
+import tempfile
 import time
+from collections.abc import Callable
+from pathlib import Path
 
+import anyio
 import numpy as np
 import torch
 
-from agents.env import MarketCore
+from agents.env import Deviation, MarketCore, evaluate, learners, truthful
 from agents.forecast import Forecaster, history, scores, split
+from agents.learned import LearnedPolicy
 from agents.maddpg import MeanFieldMADDPG
-from agents.mfac import MeanFieldActorCritic, evaluate, truthful
+from agents.mfac import MeanFieldActorCritic
+from agents.nashq import nash_q
 from agents.tabular import mean_field_q_learning
 from market import Scenario
-from market.mfg import beach_bar, online_mirror_descent
+from market.mfg import (
+    average_reward,
+    beach_bar,
+    coalition_chase,
+    multi_exploitability,
+    multi_fictitious_play,
+    online_mirror_descent,
+)
+from negotiator.simulation import SimulationConfig, build
 
 
 def forecasts(
@@ -97,30 +114,121 @@ def tabular(seed: int) -> dict[str, object]:
             "policy_gap": float(f"{np.abs(learned.policy - engine.policy).max():.3g}"),
             "seconds": round(time.perf_counter() - start, 2),
         }
+    chase = coalition_chase()
+    start = time.perf_counter()
+    nq = nash_q(chase, 10, 10, rng=np.random.default_rng(seed))
+    took = time.perf_counter() - start
+    engine, history = multi_fictitious_play(chase, 2000, coalitions=True)
+    value_gaps = [
+        abs(average_reward(chase, nq.policies, k) - average_reward(chase, engine, k))
+        for k in (0, 1)
+    ]
+    out["coalition chase, Nash-Q on a grid of tenths"] = {
+        "exploitability": float(
+            f"{max(multi_exploitability(chase, nq.policies, coalitions=True)):.3g}"
+        ),
+        "engine_exploitability": float(f"{history[-1]:.3g}"),
+        "value_gap": float(f"{max(value_gaps):.3g}"),
+        "mixed_stage_games": nq.mixed,
+        "seconds": round(took, 2),
+    }
     return out
 
 
-def learned(kind: type[MeanFieldActorCritic | MeanFieldMADDPG], days: int) -> dict[str, object]:
-    """Train the shared policy with three seeds; score on held-out days."""
+def live_costs(seed: int, strategy: str) -> tuple[np.ndarray, np.ndarray]:
+    """One live run of ``small`` (simulation seed = held-out day): every member's energy bill
+    in sat (grid and peers, paid minus earned) and which members followed the policy."""
+    sim = build(SimulationConfig(scenario="small", seed=seed, strategy=strategy, rail="inprocess"))
+    try:
+        anyio.run(sim.run)
+        bill = np.array([t.cost_msat - t.revenue_msat for t in sim.traders], np.float64) / 1000
+        return bill, np.array([t.learned for t in sim.traders])
+    finally:
+        sim.close()
+
+
+def exploitability(
+    kind: type[MeanFieldActorCritic | MeanFieldMADDPG],
+    policy: LearnedPolicy,
+    days: int,
+    held_out: list[int],
+) -> dict[str, float]:
+    """The learned population (everyone on ``policy``) against a best-response deviation of a
+    tenth of the members: a fresh learner trained on ``days`` days as that tenth, and the
+    truthful deviation; gains in sat per deviating member per day on the held-out days."""
+    scenario = Scenario.load("small")
+    rng = np.random.default_rng(99)
+    br = kind(seed=99, warm_start=False)
+    for k in range(days):
+        core = MarketCore(scenario.realise(np.random.default_rng(7000 + k)))
+        br.train_day(Deviation(core, policy, rng.random(core.members) < 0.1))
+
+    def group_reward(deviant: Callable[[np.ndarray], np.ndarray]) -> float:
+        total = 0.0
+        for seed in held_out:
+            core = MarketCore(scenario.realise(np.random.default_rng(seed)))
+            day = Deviation(core, policy, learners(core.members, 0.1, seed))
+            obs, done = day.reset(), False
+            while not done:
+                obs, reward, done = day.step(deviant(obs))
+                total += float(reward.mean())
+        return total / len(held_out)
+
+    stay = group_reward(policy)
+    gains = {
+        "best_response": group_reward(br.act) - stay,
+        "truthful": group_reward(truthful) - stay,
+    }
+    return {
+        "population_reward": round(stay, 1),
+        "gain_best_response": round(gains["best_response"], 1),
+        "gain_truthful": round(gains["truthful"], 1),
+        "exploitability": round(max(0.0, *gains.values()), 1),
+        "exploitability_relative": round(max(0.0, *gains.values()) / abs(stay), 4),
+    }
+
+
+def learned(
+    kind: type[MeanFieldActorCritic | MeanFieldMADDPG], algo: str, days: int, folder: Path
+) -> dict[str, object]:
+    """Train half the members among classic traders with three seeds; score them in the
+    environment and in the live runtime against Boulware on held-out days."""
     scenario = Scenario.load("small")
     held_out = [1, 2, 3, 4, 5]
-    trained, initial, took = [], [], 0.0
+    live_days = [1, 2, 3]
+    share = 0.5
+    boulware = {day: live_costs(day, "boulware")[0] for day in live_days}
+    env_learned, env_classic, reductions, took = [], [], [], 0.0
+    policy = None
     for seed in (0, 1, 2):
         learner = kind(seed=seed)
-        initial.append(evaluate(learner.act, scenario, held_out)[0])
         start = time.perf_counter()
-        learner.train(scenario, days, first_seed=1000 + 100 * seed)
+        learner.train(scenario, days, first_seed=1000 + 100 * seed, share=share)
         took += time.perf_counter() - start
-        trained.append(evaluate(learner.act, scenario, held_out)[0])
-    best, _ = evaluate(truthful, scenario, held_out)
+        policy = LearnedPolicy.of(
+            learner.actor, algo, scenario="small", days=days, seed=seed, share=share
+        )
+        env_learned.append(evaluate(policy, scenario, held_out, share)[0])
+        env_classic.append(evaluate(truthful, scenario, held_out, share)[0])
+        path = folder / f"{algo}-{seed}.pt"
+        policy.save(path)
+        for day in live_days:  # the same members' bills, trading Boulware in both runs or not
+            mixed, mask = live_costs(day, f"learned:{path}")
+            reductions.append(1 - mixed[mask].sum() / boulware[day][mask].sum())
+    assert policy is not None
+    per_seed = np.array(reductions).reshape(3, len(live_days)).mean(axis=1)
     return {
         "days": days,
-        "held_out_reward": round(float(np.mean(trained)), 1),
-        "held_out_reward_sd_over_seeds": round(float(np.std(trained)), 1),
-        "untrained_reward": round(float(np.mean(initial)), 1),
-        "truthful_reward": round(best, 1),
+        "share": share,
+        "cost_reduction_vs_boulware": round(float(per_seed.mean()), 4),
+        "cost_reduction_sd_over_seeds": round(float(per_seed.std()), 4),
+        "cost_reduction_per_seed": [round(float(v), 4) for v in per_seed],
+        "held_out_reward": round(float(np.mean(env_learned)), 1),
+        "held_out_reward_sd_over_seeds": round(float(np.std(env_learned)), 1),
+        "classic_reward": round(float(np.mean(env_classic)), 1),
         "train_s_per_seed": round(took / 3, 1),
         "updates_per_s": round(3 * days * 96 / took, 1),
+        **exploitability(kind, policy, 15, held_out),
     }
 
 
@@ -147,8 +255,8 @@ def main() -> None:
     parser.add_argument("--test-days", type=int, default=20)
     parser.add_argument("--epochs", type=int, default=15)
     parser.add_argument("--seed", type=int, default=7)
-    parser.add_argument("--ac-days", type=int, default=60)
-    parser.add_argument("--maddpg-days", type=int, default=30)
+    parser.add_argument("--ac-days", type=int, default=40)
+    parser.add_argument("--maddpg-days", type=int, default=20)
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
     torch.set_num_threads(2)
@@ -161,8 +269,9 @@ def main() -> None:
     result["crps_improvement"] = forecast["crps_improvement"]
     result["coverage90"] = forecast["coverage90"]
     result["tabular"] = tabular(args.seed)
-    result["mf_ac"] = learned(MeanFieldActorCritic, args.ac_days)
-    result["mf_maddpg"] = learned(MeanFieldMADDPG, args.maddpg_days)
+    with tempfile.TemporaryDirectory() as folder:
+        result["mf_ac"] = learned(MeanFieldActorCritic, "mf-ac", args.ac_days, Path(folder))
+        result["mf_maddpg"] = learned(MeanFieldMADDPG, "mf-maddpg", args.maddpg_days, Path(folder))
     result["environment"] = environment(args.seed)
     if args.json:
         print(json.dumps(result))

@@ -406,3 +406,63 @@ def matching_grid(n: int = 7, horizon: int = 6, move_cost: float = 0.2) -> Multi
             Population(second / second.sum(), 3, match, lambda t, Ls: P, name="matches"),
         ),
     )
+
+
+SWITCH = np.zeros((2, 2, 2))
+"""Two states, two actions: stay (0) or switch to the other state (1), deterministically."""
+SWITCH[0, 0, 0] = SWITCH[1, 0, 1] = SWITCH[0, 1, 1] = SWITCH[1, 1, 0] = 1.0
+
+
+def coalition_chase(
+    horizon: int = 4,
+    move_cost: float = 0.01,
+    split: float = 0.7,
+    crowding: float = 1.0,
+    aversion: float = 0.2,
+    start: tuple[float, float] = (0.2, 0.4),
+) -> MultiGame:
+    """Two coalitions on two states (a mean-field-type game): the chasers gain mu_2(s), the
+    share of the settlers where they stand; the settlers gain a bonus b in state 1, lose
+    ``crowding`` mu_2(s) to their own crowd (their externality on themselves) and ``aversion``
+    mu_1(s) to the chasers. Switching costs ``move_cost``; ``start`` is each population's
+    initial share in state 1.
+
+    With the chasers all in state 1, the settlers' objective per step, x (b - aversion) -
+    crowding (x^2 + (1 - x)^2) for x in state 1, has slope b - aversion + 2 crowding - 4
+    crowding x; a move at t = 0 pays ``move_cost`` once and earns that slope over the
+    ``horizon`` steps after it. b is set so that the move stops exactly at ``split``: b =
+    4 crowding split - 2 crowding + aversion + move_cost / horizon. The chasers go where the
+    settlers are most: to state 1 when ``split`` > 1/2. So the equilibrium is known: chasers
+    1, settlers ``split`` from t = 1."""
+    if horizon < 1:
+        raise ValueError("the game needs a move and a step after it: horizon >= 1")
+    bonus = 4 * crowding * split - 2 * crowding + aversion + move_cost / horizon
+    switching = move_cost * np.array([0.0, 1.0])
+
+    def chasers(t: int, Ls: list[np.ndarray]) -> np.ndarray:
+        out: np.ndarray = Ls[1].sum(axis=1)[:, None] - switching[None, :]
+        return out
+
+    def settlers(t: int, Ls: list[np.ndarray]) -> np.ndarray:
+        own, other = Ls[1].sum(axis=1), Ls[0].sum(axis=1)
+        value = np.array([0.0, bonus]) - crowding * own - aversion * other
+        out: np.ndarray = value[:, None] - switching[None, :]
+        return out
+
+    def crowd(t: int, Ls: list[np.ndarray]) -> np.ndarray:
+        out: np.ndarray = np.repeat(-crowding * Ls[1].sum(axis=1)[:, None], 2, axis=1)
+        return out
+
+    def nothing(t: int, Ls: list[np.ndarray]) -> np.ndarray:
+        return np.zeros((2, 2))
+
+    def mu(share: float) -> np.ndarray:
+        return np.array([1.0 - share, share])
+
+    return MultiGame(
+        horizon,
+        (
+            Population(mu(start[0]), 2, chasers, lambda t, Ls: SWITCH, "chasers", nothing),
+            Population(mu(start[1]), 2, settlers, lambda t, Ls: SWITCH, "settlers", crowd),
+        ),
+    )
