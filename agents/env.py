@@ -12,11 +12,11 @@ slot's positions, as a live trader sees its view when a slot opens.
 Each slot every member sends an action in [0, 1]^2: where its limit price sits between the
 slot's export and import prices (a buyer's most, a seller's least), and the share of its position
 it offers (both read through :func:`agents.observe.decode`, whose ends are exact). The slot clears
-under the protocol's rules, vectorised: a sealed-bid double auction in one round, price priority
-on both sides (ties in the order of the members), every admitted bid at least every admitted ask,
-each matched unit at the midpoint of its bid and ask (the k = 1/2 double auction, where two
-concession strategies of equal patience meet), quantities within positions, and whatever is not
-traded settled with the grid at the tariff at gate closure. A member's reward
+under the protocol's rules, vectorised: price priority on both sides (ties in the order of the
+members) as the live matcher admits, every admitted bid at least every admitted ask, each matched
+unit at the price where the two traders' concession curves meet (:func:`meeting_price`), from
+aspirations anchored on the guidance as live traders open, to their limits; quantities within
+positions, and whatever is not traded settled with the grid at the tariff at gate closure. A member's reward
 is what the slot saved it against the grid alone, in sat.
 
 :class:`MarketCore` works on arrays (members x features), for training loops that want speed;
@@ -33,7 +33,8 @@ import gymnasium
 import numpy as np
 from pettingzoo import ParallelEnv
 
-from agents.observe import OBSERVATION, decode, features
+from agents.observe import OBSERVATION, anchors, decode, features
+from agents.trader import GUIDANCE_MARGIN
 from market import MeanFieldService, dispatch
 from market.dispatch import Mode
 from market.scenario import EnergyCommunity, Scenario
@@ -45,10 +46,14 @@ def clear(
     bid_quantity: np.ndarray,
     ask_limit: np.ndarray,
     ask_quantity: np.ndarray,
+    bid_aspiration: np.ndarray | None = None,
+    ask_aspiration: np.ndarray | None = None,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """Clear one slot: per bid and per ask, the quantity traded and its value (quantity x
     price / 1000, prices per 1,000 units). Bids in descending limit, asks in ascending, matched
-    unit by unit while the bid covers the ask, each unit at the midpoint of the two limits."""
+    unit by unit while the bid covers the ask. Each unit goes at the price where the two
+    traders' concession curves meet (:func:`meeting_price`) when their aspirations are given,
+    else at the midpoint of the two limits."""
     bids = np.argsort(-bid_limit, kind="stable")
     asks = np.argsort(ask_limit, kind="stable")
     b_cum = np.cumsum(bid_quantity[bids])
@@ -68,12 +73,44 @@ def clear(
     bid_price, ask_price = bid_limit[bids][i], ask_limit[asks][j]
     crossing = bid_price >= ask_price  # a prefix: bids fall and asks rise along the volume
     width, i, j = width[crossing], i[crossing], j[crossing]
-    value = width * (bid_price[crossing] + ask_price[crossing]) / 2 / 1000
+    if bid_aspiration is None or ask_aspiration is None:
+        price = (bid_price[crossing] + ask_price[crossing]) / 2
+    else:
+        price = meeting_price(
+            bid_aspiration[bids][i],
+            bid_limit[bids][i],
+            ask_aspiration[asks][j],
+            ask_limit[asks][j],
+        )
+    value = width * price / 1000
     np.add.at(bought, bids[i], width)
     np.add.at(paid, bids[i], value)
     np.add.at(sold, asks[j], width)
     np.add.at(earned, asks[j], value)
     return bought, paid, sold, earned
+
+
+def meeting_price(
+    bid_aspiration: np.ndarray,
+    bid_limit: np.ndarray,
+    ask_aspiration: np.ndarray,
+    ask_limit: np.ndarray,
+) -> np.ndarray:
+    """Where a buyer and a seller conceding along the same curve alpha(t) meet: the buyer
+    offers a_b + alpha (l_b - a_b), the seller a_s - alpha (a_s - l_s); they meet at
+    alpha* = (a_s - a_b) / ((l_b - a_b) + (a_s - l_s)), whatever the curve (Boulware or
+    Conceder alike), so the price depends only on the aspirations and the limits. Aspirations
+    that already cross meet at their midpoint."""
+    gap = ask_aspiration - bid_aspiration
+    room = (bid_limit - bid_aspiration) + (ask_aspiration - ask_limit)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        alpha = np.clip(np.where(room > 0, gap / room, 1.0), 0.0, 1.0)
+    out: np.ndarray = np.where(
+        gap <= 0,
+        (bid_aspiration + ask_aspiration) / 2,
+        bid_aspiration + alpha * (bid_limit - bid_aspiration),
+    )
+    return out
 
 
 class MarketCore:
@@ -129,8 +166,19 @@ class MarketCore:
         limit = exp + a[:, 0] * (imp - exp)
         offered = np.floor(a[:, 1] * np.abs(net))
         buyers, sellers = np.flatnonzero(net > 0), np.flatnonzero(net < 0)
+        anchor = anchors(self._view, self.community.type_names, self.codes)
+        # as a live trader opens: from the guidance pushed a little in its own favour (else the
+        # other side's outside option), never past its own limit
+        margin = GUIDANCE_MARGIN
+        bid_open = np.clip(np.where(np.isnan(anchor), exp, anchor * (1 - margin)), exp, limit)
+        ask_open = np.clip(np.where(np.isnan(anchor), imp, anchor * (1 + margin)), limit, imp)
         bought, paid, sold, earned = clear(
-            limit[buyers], offered[buyers], limit[sellers], offered[sellers]
+            limit[buyers],
+            offered[buyers],
+            limit[sellers],
+            offered[sellers],
+            bid_open[buyers],
+            ask_open[sellers],
         )
         cost = np.where(net > 0, net * imp, net * exp) / 1000  # the grid alone
         grid_only = cost.copy()

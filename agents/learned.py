@@ -77,7 +77,7 @@ class LearnedPolicy:
             x = x @ w.T + b
             if i < last:
                 x = np.tanh(x) if self.activation == "tanh" else np.maximum(x, 0.0)
-        out: np.ndarray = 1.0 / (1.0 + np.exp(-x))
+        out: np.ndarray = 0.5 * (1.0 + np.tanh(x / 2))  # the logistic, without overflow
         return out
 
     def save(self, path: str | Path) -> None:

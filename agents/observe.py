@@ -87,3 +87,17 @@ def decode(actions: np.ndarray) -> np.ndarray:
     a = np.asarray(actions, np.float64)
     out: np.ndarray = np.clip((a - ACTION_MARGIN) / (1 - 2 * ACTION_MARGIN), 0.0, 1.0)
     return out
+
+
+def anchors(view: object, type_names: Sequence[str], codes: np.ndarray) -> np.ndarray:
+    """Per member, the price a trader anchors its opening offer on (as
+    :class:`agents.Trader` does): its type's guidance price, else the recent volume-weighted
+    price, else NaN (no anchor: it opens at the other side's outside option)."""
+    advice = getattr(view, "guidance", None) or {}
+    vwap = getattr(view, "guidance_price", None)
+    fallback = np.nan if vwap is None else float(vwap)
+    per_type = np.array(
+        [float(advice[n].price) if n in advice else fallback for n in type_names] or [np.nan]
+    )
+    out: np.ndarray = per_type[np.asarray(codes, np.intp)]
+    return out

@@ -21,12 +21,20 @@ tenths and 10 sweeps, against the engine's coalition fictitious play (2,000 iter
 engine's exploitability of the learned equilibrium, the engine's own, and the largest gap in a
 coalition's value.
 
-Mean-field actor-critic (``agents/mfac.py``): the shared policy trained for ``--ac-days`` days of
-``small`` with three seeds, scored on five held-out days (mean reward per member per day, sat
-saved against the grid alone) beside the untrained policy and the truthful baseline (limit at
-one's reservation, everything offered: the community's best, since payments between members
-cancel); ``updates_per_s`` counts slots of the whole population. MF-MADDPG (``agents/maddpg.py``)
-likewise, for ``--maddpg-days`` days.
+Learners (``agents/mfac.py``, ``agents/maddpg.py``): half the members of ``small`` learn among
+classic traders (the other half; ``--ac-days`` / ``--maddpg-days`` training days, warm-started
+from the classic strategy), with three seeds. Scored:
+
+- in the environment on five held-out days: the learners' reward (sat per member per day saved
+  against the grid alone) beside the same members' when everyone trades classically;
+- ``cost_reduction_vs_boulware``: in the live runtime (``negotiator simulate --scenario small``,
+  held-out days 1-3, the in-process rail), the learned half's energy bill (grid and peers) against
+  the same members' bill in the same day's run where everyone trades Boulware; 1 - learned /
+  Boulware, averaged over days per seed, then mean and spread over the seeds;
+- ``exploitability``: everyone on the last seed's policy, a tenth of the members deviate: the
+  learner trained on for 15 more days as that tenth (a best response found by learning, from the
+  population's policy) and the truthful deviation; the larger gain in sat per deviating member
+  per day on the held-out days (0 if neither gains), and relative to the population's reward.
 
 Environment (``agents/env.py``): ``env_steps_per_s`` and ``env_member_steps_per_s`` of the
 vectorised market on ``default`` (1,000 members) over one day of random actions.
@@ -37,6 +45,7 @@ vectorised market on ``default`` (1,000 members) over one day of random actions.
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 import tempfile
 import time
@@ -148,17 +157,18 @@ def live_costs(seed: int, strategy: str) -> tuple[np.ndarray, np.ndarray]:
 
 
 def exploitability(
-    kind: type[MeanFieldActorCritic | MeanFieldMADDPG],
+    learner: MeanFieldActorCritic | MeanFieldMADDPG,
     policy: LearnedPolicy,
     days: int,
     held_out: list[int],
 ) -> dict[str, float]:
     """The learned population (everyone on ``policy``) against a best-response deviation of a
-    tenth of the members: a fresh learner trained on ``days`` days as that tenth, and the
-    truthful deviation; gains in sat per deviating member per day on the held-out days."""
+    tenth of the members: the learner trained on for ``days`` more days as that tenth (it
+    starts from the population's policy, so it can only find gains), and the truthful
+    deviation; gains in sat per deviating member per day on the held-out days."""
     scenario = Scenario.load("small")
     rng = np.random.default_rng(99)
-    br = kind(seed=99, warm_start=False)
+    br = copy.deepcopy(learner)
     for k in range(days):
         core = MarketCore(scenario.realise(np.random.default_rng(7000 + k)))
         br.train_day(Deviation(core, policy, rng.random(core.members) < 0.1))
@@ -199,7 +209,7 @@ def learned(
     share = 0.5
     boulware = {day: live_costs(day, "boulware")[0] for day in live_days}
     env_learned, env_classic, reductions, took = [], [], [], 0.0
-    policy = None
+    policy, learner = None, None
     for seed in (0, 1, 2):
         learner = kind(seed=seed)
         start = time.perf_counter()
@@ -215,7 +225,7 @@ def learned(
         for day in live_days:  # the same members' bills, trading Boulware in both runs or not
             mixed, mask = live_costs(day, f"learned:{path}")
             reductions.append(1 - mixed[mask].sum() / boulware[day][mask].sum())
-    assert policy is not None
+    assert policy is not None and learner is not None
     per_seed = np.array(reductions).reshape(3, len(live_days)).mean(axis=1)
     return {
         "days": days,
@@ -228,7 +238,7 @@ def learned(
         "classic_reward": round(float(np.mean(env_classic)), 1),
         "train_s_per_seed": round(took / 3, 1),
         "updates_per_s": round(3 * days * 96 / took, 1),
-        **exploitability(kind, policy, 15, held_out),
+        **exploitability(learner, policy, 15, held_out),
     }
 
 

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from pettingzoo.test import parallel_api_test
 
-from agents.env import MarketCore, MarketEnv, clear
+from agents.env import MarketCore, MarketEnv, clear, meeting_price
 from agents.observe import OBSERVATION, decode
 from market import Scenario, dispatch
 
@@ -67,3 +67,33 @@ def test_trading_saves_exactly_what_the_matched_units_save_against_the_grid(comm
         assert done == (t == core.slots - 1)
     with pytest.raises(RuntimeError, match="reset"):
         core.step(silent)
+
+
+def test_traders_conceding_along_one_curve_meet_where_their_aspirations_and_limits_say() -> None:
+    # a classic pair around a guidance of 200: opens 190 / 210, limits 300 / 100
+    price = meeting_price(
+        np.array([190.0]), np.array([300.0]), np.array([210.0]), np.array([100.0])
+    )
+    alpha = 20 / (110 + 110)
+    assert price[0] == pytest.approx(190 + alpha * 110) == pytest.approx(200)
+    # the same curve for both, whatever it is: the buyer and the seller offer the same at alpha*
+    b_open, b_lim, s_open, s_lim = 150.0, 240.0, 260.0, 120.0
+    p = meeting_price(*(np.array([v]) for v in (b_open, b_lim, s_open, s_lim)))[0]
+    a = (s_open - b_open) / ((b_lim - b_open) + (s_open - s_lim))
+    assert p == pytest.approx(s_open - a * (s_open - s_lim))
+    # a tougher buyer (lower limit) pays less against the same seller
+    tougher = meeting_price(*(np.array([v]) for v in (b_open, 200.0, s_open, s_lim)))[0]
+    assert tougher < p
+    crossed = meeting_price(
+        np.array([220.0]), np.array([300.0]), np.array([200.0]), np.array([100.0])
+    )
+    assert crossed[0] == 210  # aspirations that already cross: their midpoint
+    bought, paid, sold, earned = clear(
+        np.array([300.0]),
+        np.array([10.0]),
+        np.array([100.0]),
+        np.array([10.0]),
+        np.array([190.0]),
+        np.array([210.0]),
+    )
+    assert bought[0] == sold[0] == 10 and paid[0] == pytest.approx(10 * 200 / 1000) == earned[0]
