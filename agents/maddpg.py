@@ -125,6 +125,8 @@ class MeanFieldMADDPG:
     seed: int = 0
     warm_start: bool = True
     """Start from the classic strategy (imitated) rather than from random weights."""
+    noise: float = 0.2
+    """The Ornstein-Uhlenbeck exploration noise's sigma."""
     curve: list[float] = field(init=False, default_factory=list)
     """Mean reward per member per day, one entry per training day."""
 
@@ -176,7 +178,7 @@ class MeanFieldMADDPG:
 
     def train_day(self, core: Market) -> float:
         """One training day; the mean reward per member over the day."""
-        noise = OrnsteinUhlenbeck((core.members, ACTIONS), self.rng)
+        noise = OrnsteinUhlenbeck((core.members, ACTIONS), self.rng, sigma=self.noise)
         obs, total, done = core.reset(), 0.0, False
         while not done:
             action = np.clip(self.act(obs) + noise.sample(), 0.0, 1.0).astype(np.float32)

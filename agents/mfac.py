@@ -58,6 +58,8 @@ class MeanFieldActorCritic:
     seed: int = 0
     warm_start: bool = True
     """Start from the classic strategy (imitated) rather than from random weights."""
+    init_log_std: float = -0.5
+    """The exploration noise's starting log standard deviation, on the logits."""
     actor: nn.Sequential = field(init=False)
     critic: nn.Sequential = field(init=False)
     log_std: torch.Tensor = field(init=False)
@@ -70,7 +72,7 @@ class MeanFieldActorCritic:
         n = len(OBSERVATION)
         self.actor = mlp(n, 2, self.hidden)
         self.critic = mlp(n, 1, self.hidden)
-        self.log_std = torch.full((2,), -0.5, requires_grad=True)
+        self.log_std = torch.full((2,), self.init_log_std, requires_grad=True)
         self.generator = torch.Generator().manual_seed(self.seed)
         self._actor_opt = torch.optim.SGD([*self.actor.parameters(), self.log_std], lr=self.alpha0)
         self._critic_opt = torch.optim.Adam(self.critic.parameters(), lr=self.critic_lr)

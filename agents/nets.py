@@ -29,12 +29,15 @@ def imitate(
     lr: float = 1e-2,
     batch: int = 4096,
     seed: int = 0,
+    edge: float = 0.04,
 ) -> float:
     """Warm start: fit ``net``'s outputs to the logits of ``actions`` (in [0, 1], clipped to
-    [0.01, 0.99]) by least squares, so a learner starts from a classic strategy instead of from
-    noise. Returns the last minibatch's loss."""
+    [``edge``, 1 - ``edge``]) by least squares, so a learner starts from a classic strategy instead of from
+    noise. The default edge still decodes to the ends (:func:`agents.observe.decode`) while
+    keeping the sigmoid off its flat tails, where a gradient would barely move it. Returns the
+    last minibatch's loss."""
     x = torch.from_numpy(np.asarray(obs, np.float32))
-    p = np.clip(np.asarray(actions, np.float64), 0.01, 0.99)
+    p = np.clip(np.asarray(actions, np.float64), edge, 1 - edge)
     y = torch.from_numpy(np.log(p / (1 - p)).astype(np.float32))
     generator = torch.Generator().manual_seed(seed)
     opt = torch.optim.Adam(net.parameters(), lr=lr)

@@ -422,8 +422,17 @@ class Trader:
 
     @property
     def learned(self) -> bool:
-        """Whether a learned policy sets this trader's limits."""
+        """Whether a policy sets this trader's limits."""
         return self._policy is not None
+
+    @property
+    def policy(self) -> Limit | None:
+        """The pricing rule that sets its limit and quantity (None: the tariff, everything)."""
+        return self._policy
+
+    @policy.setter
+    def policy(self, rule: Limit | None) -> None:
+        self._policy = rule
 
     @property
     def open_negotiations(self) -> int:

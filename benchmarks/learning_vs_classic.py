@@ -36,6 +36,11 @@ from the classic strategy), with three seeds. Scored:
   population's policy) and the truthful deviation; the larger gain in sat per deviating member
   per day on the held-out days (0 if neither gains), and relative to the population's reward.
 
+``classic_market``: what the classic market leaves to exploit: half the members shading their
+limit only on the long side of the last view, against the same members trading classically
+(a hand-made best response), and the same rule at 0.75 in the live runtime against Boulware
+on held-out days 1-3 (as ``cost_reduction_vs_boulware``).
+
 Environment (``agents/env.py``): ``env_steps_per_s`` and ``env_member_steps_per_s`` of the
 vectorised market on ``default`` (1,000 members) over one day of random actions.
 
@@ -62,7 +67,9 @@ from agents.learned import LearnedPolicy
 from agents.maddpg import MeanFieldMADDPG
 from agents.mfac import MeanFieldActorCritic
 from agents.nashq import nash_q
+from agents.observe import features
 from agents.tabular import mean_field_q_learning
+from agents.trader import Limit
 from market import Scenario
 from market.mfg import (
     average_reward,
@@ -144,10 +151,17 @@ def tabular(seed: int) -> dict[str, object]:
     return out
 
 
-def live_costs(seed: int, strategy: str) -> tuple[np.ndarray, np.ndarray]:
+def live_costs(
+    seed: int, strategy: str, rule: Limit | None = None
+) -> tuple[np.ndarray, np.ndarray]:
     """One live run of ``small`` (simulation seed = held-out day): every member's energy bill
-    in sat (grid and peers, paid minus earned) and which members followed the policy."""
+    in sat (grid and peers, paid minus earned) and which members followed a policy. With
+    ``rule``, a random half of the members (drawn from the day) price by it."""
     sim = build(SimulationConfig(scenario="small", seed=seed, strategy=strategy, rail="inprocess"))
+    if rule is not None:
+        chosen = np.random.default_rng([seed, 2]).permutation(len(sim.traders))
+        for i in chosen[: len(sim.traders) // 2]:
+            sim.traders[i].policy = rule
     try:
         anyio.run(sim.run)
         bill = np.array([t.cost_msat - t.revenue_msat for t in sim.traders], np.float64) / 1000
@@ -242,6 +256,47 @@ def learned(
     }
 
 
+def long_side_shading(held_out: list[int]) -> dict[str, float]:
+    """How much the classic market leaves to exploit, in the environment: half the members
+    shade their limit by ``d`` of the spread, but only on the long side (buyers when the last
+    view had more supply than demand, sellers otherwise; a short side that shades loses its
+    price priority), everything offered; their reward against the same members trading
+    classically, for d = 0.25, 0.5, 0.75."""
+    scenario = Scenario.load("small")
+    classic, _ = evaluate(truthful, scenario, held_out, 0.5)
+    out = {"classic_reward": round(classic, 1)}
+    for d in (0.25, 0.5, 0.75):
+
+        def shade(obs: np.ndarray, d: float = d) -> np.ndarray:
+            buyer, long_supply = obs[:, 0] > 0, obs[:, 7] > obs[:, 6]
+            limit = np.where(
+                buyer, np.where(long_supply, 1 - d, 1.0), np.where(long_supply, 0.0, d)
+            )
+            return np.stack([limit, np.ones(len(obs))], axis=1)
+
+        reward, _ = evaluate(shade, scenario, held_out, 0.5)
+        out[f"gain_at_{d}"] = round(reward / classic - 1, 4)
+    live = []
+    for day in (1, 2, 3):  # the same rule at 0.75 in the live runtime, against Boulware
+        mixed, mask = live_costs(day, "boulware", long_side_rule(0.75))
+        boulware = live_costs(day, "boulware")[0]
+        live.append(round(float(1 - mixed[mask].sum() / boulware[mask].sum()), 4))
+    out["live_cost_reduction_at_0.75"] = live
+    return out
+
+
+def long_side_rule(d: float) -> Limit:
+    """The long-side shading as a live trader's pricing rule (from the runtime's view)."""
+
+    def rule(slot: int, kind: str, net: int, imp: int, exp: int, view: object) -> tuple[int, int]:
+        obs = features(view, (kind,), np.zeros(1, np.intp), np.array([net]), imp, exp, slot, 96)
+        shade = d if (obs[0, 7] > obs[0, 6]) == (net > 0) else 0.0  # on the long side only
+        share = 1 - shade if net > 0 else shade
+        return round(exp + share * (imp - exp)), abs(net)
+
+    return rule
+
+
 def environment(seed: int) -> dict[str, float]:
     """Slots per second of the vectorised market, 1,000 members, random actions."""
     core = MarketCore(Scenario.load("default").realise(np.random.default_rng(seed)))
@@ -282,13 +337,14 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as folder:
         result["mf_ac"] = learned(MeanFieldActorCritic, "mf-ac", args.ac_days, Path(folder))
         result["mf_maddpg"] = learned(MeanFieldMADDPG, "mf-maddpg", args.maddpg_days, Path(folder))
+    result["classic_market"] = long_side_shading([1, 2, 3, 4, 5])
     result["environment"] = environment(args.seed)
     if args.json:
         print(json.dumps(result))
     else:
         for key, value in forecast.items():
             print(f"{key:<22}{value}")
-        for part in ("tabular", "mf_ac", "mf_maddpg", "environment"):
+        for part in ("tabular", "mf_ac", "mf_maddpg", "classic_market", "environment"):
             for key, value in result[part].items():  # type: ignore[attr-defined]
                 print(f"{key:<22}{value}")
 

@@ -262,3 +262,8 @@ def test_a_learned_rule_sets_the_limit_and_the_quantity_within_the_tariff_and_th
     assert position is not None and (position.reservation, position.quantity) == (150_000, 400)
     idle = Trader(3, "consumer", lambda s: 0, lambda s: TARIFF, boulware(), policy=rule)
     assert idle.open_slot(3, view) is None and len(seen) == 2  # no position, no question
+    assert buyer.learned and buyer.policy is rule
+    buyer.policy = None  # back to the tariff and the whole position
+    position = buyer.open_slot(4, view)
+    assert not buyer.learned and position is not None
+    assert (position.reservation, position.quantity) == (280_000, 700)
