@@ -21,17 +21,15 @@ clipped.
 from __future__ import annotations
 
 import copy
-from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
 import torch
 from torch import nn
 
-from agents.env import Market, classic_days, train_days, truthful
-from agents.nets import imitate, mlp
+from agents.env import Market
+from agents.nets import Learner, mlp
 from agents.observe import OBSERVATION
-from market.scenario import Scenario
 
 ACTIONS = 2
 
@@ -111,7 +109,7 @@ class Replay:
 
 
 @dataclass
-class MeanFieldMADDPG:
+class MeanFieldMADDPG(Learner):
     """The shared deterministic actor and its mean-field critic (see the module docstring)."""
 
     hidden: int = 64
@@ -193,23 +191,8 @@ class MeanFieldMADDPG:
         self.curve.append(total)
         return total
 
-    def train(
-        self,
-        scenario: Scenario,
-        days: int,
-        *,
-        first_seed: int = 1000,
-        on_day: Callable[[int, float], None] | None = None,
-        share: float = 1.0,
-    ) -> list[float]:
-        """Train on ``days`` fresh days of ``scenario`` (seeds ``first_seed`` onwards), a
-        ``share`` of the members learning among classic traders. With ``warm_start`` a fresh
-        learner first imitates the classic strategy on two days before those."""
-        if self.warm_start and not self.curve:
-            obs = classic_days(scenario, [first_seed - 2, first_seed - 1])
-            imitate(self.actor[0], obs, truthful(obs), seed=self.seed)
-            self.actor_target.load_state_dict(self.actor.state_dict())
-        train_days(
-            self.train_day, scenario, days, first_seed=first_seed, on_day=on_day, share=share
-        )
-        return self.curve
+    def _logits(self) -> nn.Module:
+        return self.actor[0]
+
+    def _warmed(self) -> None:
+        self.actor_target.load_state_dict(self.actor.state_dict())

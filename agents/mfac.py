@@ -30,10 +30,9 @@ import numpy as np
 import torch
 from torch import nn
 
-from agents.env import Market, classic_days, evaluate, train_days, truthful
-from agents.nets import imitate, mlp
+from agents.env import Market, evaluate, truthful
+from agents.nets import Learner, mlp
 from agents.observe import OBSERVATION
-from market.scenario import Scenario
 
 Policy = Callable[[np.ndarray], np.ndarray]
 """observations (members x features) -> actions (members x 2) in [0, 1]."""
@@ -47,7 +46,7 @@ def actor_step(alpha0: float, tau0: float, beta: float, t: int, drift: float) ->
 
 
 @dataclass
-class MeanFieldActorCritic:
+class MeanFieldActorCritic(Learner):
     """The shared policy and its critic (see the module docstring)."""
 
     hidden: int = 64
@@ -119,25 +118,8 @@ class MeanFieldActorCritic:
         self.curve.append(total)
         return total
 
-    def train(
-        self,
-        scenario: Scenario,
-        days: int,
-        *,
-        first_seed: int = 1000,
-        on_day: Callable[[int, float], None] | None = None,
-        share: float = 1.0,
-    ) -> list[float]:
-        """Train on ``days`` fresh days of ``scenario`` (seeds ``first_seed`` onwards), a
-        ``share`` of the members learning among classic traders. With ``warm_start`` a fresh
-        learner first imitates the classic strategy on two days before those."""
-        if self.warm_start and not self.curve:
-            obs = classic_days(scenario, [first_seed - 2, first_seed - 1])
-            imitate(self.actor, obs, truthful(obs), seed=self.seed)
-        train_days(
-            self.train_day, scenario, days, first_seed=first_seed, on_day=on_day, share=share
-        )
-        return self.curve
+    def _logits(self) -> nn.Module:
+        return self.actor
 
 
 def _drift(core: Market) -> float:

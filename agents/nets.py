@@ -1,10 +1,15 @@
-"""The small networks the learners share: a two-hidden-layer perceptron, and its warm start."""
+"""What the learners share: a two-hidden-layer perceptron, its warm start, the training loop."""
 
 from __future__ import annotations
+
+from collections.abc import Callable
 
 import numpy as np
 import torch
 from torch import nn
+
+from agents.env import Market, classic_days, train_days, truthful
+from market.scenario import Scenario
 
 
 def mlp(
@@ -49,3 +54,43 @@ def imitate(
         loss.backward()
         opt.step()
     return float(loss.detach())
+
+
+class Learner:
+    """The training loop of a shared-policy learner: warm start, then training days. A learner
+    provides ``seed``, ``warm_start``, ``curve``, ``train_day`` and the network whose outputs
+    are the action logits (``_logits``)."""
+
+    seed: int
+    warm_start: bool
+    curve: list[float]
+
+    def train_day(self, core: Market) -> float:
+        raise NotImplementedError
+
+    def _logits(self) -> nn.Module:
+        raise NotImplementedError
+
+    def _warmed(self) -> None:
+        """After the warm start (targets to follow the imitated actor, say)."""
+
+    def train(
+        self,
+        scenario: Scenario,
+        days: int,
+        *,
+        first_seed: int = 1000,
+        on_day: Callable[[int, float], None] | None = None,
+        share: float = 1.0,
+    ) -> list[float]:
+        """Train on ``days`` fresh days of ``scenario`` (seeds ``first_seed`` onwards), a
+        ``share`` of the members learning among classic traders. With ``warm_start`` a fresh
+        learner first imitates the classic strategy on the two days before those."""
+        if self.warm_start and not self.curve:
+            obs = classic_days(scenario, [first_seed - 2, first_seed - 1])
+            imitate(self._logits(), obs, truthful(obs), seed=self.seed)
+            self._warmed()
+        train_days(
+            self.train_day, scenario, days, first_seed=first_seed, on_day=on_day, share=share
+        )
+        return self.curve
