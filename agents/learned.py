@@ -3,8 +3,8 @@
 ``negotiator train`` writes the shared actor of a learner (:mod:`agents.mfac`,
 :mod:`agents.maddpg`) to a ``.pt`` file: its linear layers, its activation, the observation it
 was trained on and how (algorithm, scenario, days, seed, learning curve). Loading it needs no
-learner and no gradient: the forward pass runs in numpy (for one member, ~10 us, about a third of
-torch's per-call overhead).
+learner and no gradient: the forward pass runs in numpy (for one member 27 us against 69 us
+through torch; the whole pricing rule, observation included, 45 us).
 
 In the live runtime a learned trader (:class:`agents.Trader` with ``policy``) asks the policy,
 when a slot opens, for its limit price and the share of its position it offers, from the same
