@@ -284,7 +284,7 @@ def learners(members: int, share: float, seed: int) -> np.ndarray:
     return mask
 
 
-def market(core: MarketCore, share: float, seed: int) -> Market:
+def learning_market(core: MarketCore, share: float, seed: int) -> Market:
     """The day's market as the learners see it: all of it, or their share among classic
     (:func:`truthful`) traders."""
     return core if share >= 1 else Deviation(core, truthful, learners(core.members, share, seed))
@@ -305,7 +305,7 @@ def train_days(
     for k in range(days):
         seed = first_seed + k
         core = MarketCore(scenario.realise(np.random.default_rng(seed)))
-        reward = train_day(market(core, share, seed))
+        reward = train_day(learning_market(core, share, seed))
         if on_day is not None:
             on_day(k, reward)
 
@@ -333,7 +333,8 @@ def evaluate(
     the members following ``policy`` (a ``share`` of them, the others classic traders)."""
     scores = []
     for seed in seeds:
-        day = market(MarketCore(scenario.realise(np.random.default_rng(seed))), share, seed)
+        core = MarketCore(scenario.realise(np.random.default_rng(seed)))
+        day = learning_market(core, share, seed)
         obs, total, done = day.reset(), 0.0, False
         while not done:
             obs, reward, done = day.step(policy(obs))

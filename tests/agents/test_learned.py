@@ -12,7 +12,7 @@ from agents.learned import LearnedPolicy
 from agents.maddpg import MeanFieldMADDPG
 from agents.mfac import MeanFieldActorCritic
 from agents.nets import imitate
-from agents.observe import OBSERVATION, decode, features
+from agents.observe import OBSERVATION, anchors, decode, features
 from market import MeanFieldService, Scenario
 from negotiator.messages import PopulationReport, TradeReport
 
@@ -123,6 +123,29 @@ def test_the_trader_rule_maps_actions_as_the_environment_does() -> None:
         a = decode(policy(obs))[0]
         assert limit == round(80_000 + a[0] * 220_000) and 80_000 <= limit <= 300_000
         assert quantity == int(a[1] * abs(net)) and 0 <= quantity <= abs(net)
+    # a new view (the next slot's snapshot) is read afresh, not from the last one's features
+    service = MeanFieldService()
+    service.handle(PopulationReport.of(40, ["consumer"], [0, 0], [900, -4000], [300_000, 80_000]))
+    view = service.snapshot()
+    limit, quantity = rule(40, "consumer", 250, 300_000, 80_000, view)
+    obs = features(view, ["consumer"], np.zeros(1, int), np.array([250]), 300_000, 80_000, 40, 96)
+    assert obs[0, 5] == pytest.approx(0.5) and obs[0, 7] > 0  # the view's mean field is in it
+    a = decode(policy(obs))[0]
+    assert (limit, quantity) == (round(80_000 + a[0] * 220_000), int(a[1] * 250))
+
+
+def test_anchors_are_the_types_guidance_else_the_recent_price_else_none() -> None:
+    assert np.isnan(anchors(None, ["a"], np.zeros(2, int))).all()
+    service = MeanFieldService()
+    service.handle(TradeReport(0, [150_000], [500]))
+    only_trades = service.snapshot()  # no positions yet: no guidance, a recent price
+    np.testing.assert_allclose(anchors(only_trades, ["a"], np.zeros(2, int)), [150_000] * 2)
+    service.handle(PopulationReport.of(1, ["a", "b"], [0, 1], [2000, -3000], [300_000, 80_000]))
+    view = service.snapshot()
+    out = anchors(view, ["a", "b", "c"], np.array([0, 1, 2]))
+    assert out[0] == pytest.approx(view.guidance["a"].price)
+    assert out[1] == pytest.approx(view.guidance["b"].price)
+    assert out[2] == 150_000  # a type the service has not seen: the recent price
 
 
 def test_a_warm_start_begins_where_the_classic_traders_are(scenario) -> None:  # type: ignore[no-untyped-def]
