@@ -133,7 +133,8 @@ class LearnedPolicy:
         ``floor(a1 |net|)``, as in the training environment."""
 
         # Every trader of a type sees the same view, tariff and slot: their features differ
-        # only in the position, so the rest is built once per (view, slot, type).
+        # only in the position (and the side it is on), so the rest is built once per
+        # (view, slot, type).
         cache: dict[tuple[int, str], np.ndarray] = {}
         seen: list[object] = [None]
 
@@ -150,6 +151,7 @@ class LearnedPolicy:
                 cache[key] = common
             obs = common.copy()
             obs[0, 0] = net / 1000
+            obs[0, _SIDE] = np.sign(net)
             a = decode(self(obs))[0]
             return round(exp + float(a[0]) * (imp - exp)), int(float(a[1]) * abs(net))
 
@@ -157,3 +159,4 @@ class LearnedPolicy:
 
 
 _ZERO = np.zeros(1, np.intp)
+_SIDE = OBSERVATION.index("side")

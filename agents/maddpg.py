@@ -8,9 +8,10 @@ approximation of a centralised critic over n agents). One actor and one critic a
 members. Training is off-policy:
 
 - a replay buffer of (s, a, a_bar, r, s', done) for every member and slot;
-- the critic regresses on r + Q'(s', pi'(s'), a_bar') with target networks pi', Q' that follow the
-  learned ones by soft updates (``tau``);
-- the actor ascends Q(s, pi(s), a_bar);
+- the critic regresses on r + gamma Q'(s', pi'(s'), a_bar') (``discount``, 0 by default: see
+  there) with target networks pi', Q' that follow the learned ones by soft updates (``tau``);
+- the actor ascends Q(s, pi(s), a_bar), its logits held off the sigmoid's tails by a small
+  penalty (``saturation``);
 - exploration adds Ornstein-Uhlenbeck noise to the actions, one process per member (noise that
   persists across slots, as the original DDPG used).
 
@@ -113,7 +114,7 @@ class MeanFieldMADDPG(Learner):
     """The shared deterministic actor and its mean-field critic (see the module docstring)."""
 
     hidden: int = 64
-    actor_lr: float = 1e-3
+    actor_lr: float = 3e-3
     critic_lr: float = 1e-3
     tau: float = 0.01
     batch: int = 1024
@@ -121,12 +122,26 @@ class MeanFieldMADDPG(Learner):
     updates_per_slot: int = 2
     reward_scale: float = 0.1
     seed: int = 0
-    warm_start: bool = True
-    """Start from the classic strategy (imitated) rather than from random weights."""
-    noise: float = 0.2
-    """The Ornstein-Uhlenbeck exploration noise's sigma."""
+    warm_start: bool = False
+    """Start from the classic strategy (imitated) rather than from random weights. Off: the
+    classic actions sit at the ends of the range, where the sigmoid is flat and the critic's
+    gradient cannot move the actor."""
+    noise: float = 0.3
+    """The Ornstein-Uhlenbeck exploration noise's sigma: wide, so that the critic sees the
+    whole action range (the market's landscape has valleys between the classic choice and
+    better ones)."""
+    discount: float = 0.0
+    """Weight of the next slot's value in the critic's target. A member's actions move neither
+    its own next state (positions come from the dispatch) nor, in the mean-field limit, the
+    population's: 0 by default, so the critic regresses the slot's reward without adding the
+    bootstrapped estimate's error."""
+    saturation: float = 0.01
+    """Weight of a penalty on the actor's squared logits: it keeps the sigmoid off its flat
+    tails, where an actor that strayed would stay (no gradient comes back)."""
+    actor: nn.Sequential = field(init=False)
     curve: list[float] = field(init=False, default_factory=list)
     """Mean reward per member per day, one entry per training day."""
+    validation: list[tuple[int, float]] = field(init=False, default_factory=list)
 
     def __post_init__(self) -> None:
         torch.manual_seed(self.seed)
@@ -158,16 +173,18 @@ class MeanFieldMADDPG(Learner):
             a_next = self.actor_target(nxt)
             # the population's next mean action: the target policy's, over the batch's states
             bar_next = a_next.mean(dim=0, keepdim=True).expand_as(a_next)
-            target = r * self.reward_scale + (1 - done) * self._q(
+            target = r * self.reward_scale + (1 - done) * self.discount * self._q(
                 self.critic_target, nxt, a_next, bar_next
             )
         critic_loss = ((self._q(self.critic, obs, a, a_bar) - target) ** 2).mean()
         self._critic_opt.zero_grad()
         critic_loss.backward()  # type: ignore[no-untyped-call]
         self._critic_opt.step()
-        actor_loss = -self._q(self.critic, obs, self.actor(obs), a_bar).mean()
+        logits = self.actor[0](obs)
+        actor_loss = -self._q(self.critic, obs, torch.sigmoid(logits), a_bar).mean()
+        actor_loss = actor_loss + self.saturation * (logits**2).mean()
         self._actor_opt.zero_grad()
-        actor_loss.backward()  # type: ignore[no-untyped-call]
+        actor_loss.backward()
         self._actor_opt.step()
         with torch.no_grad():  # soft updates of the targets
             for net, tgt in ((self.actor, self.actor_target), (self.critic, self.critic_target)):

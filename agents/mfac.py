@@ -7,9 +7,9 @@ critic estimates the value of the rest of the day V(x, mu). Both are small torch
 slot of each training day gives one transition per member, so one update sees the whole
 population at once:
 
-- critic, fast timescale: TD(0) towards r + V(x', mu') (undiscounted, the day ends), step
-  ``critic_lr``;
-- actor, slow timescale: policy gradient with the TD error as advantage, step
+- critic, fast timescale: TD(0) towards r + gamma V(x', mu') (``discount``; 0 by default, see
+  there), step ``critic_lr``;
+- actor, slow timescale: policy gradient with the TD error as advantage, Adam with the step
 
       alpha_t = alpha_0 min(1, tau_0 / t) / (1 + beta W1(mu_t, mu_{t-1}))
 
@@ -50,21 +50,30 @@ class MeanFieldActorCritic(Learner):
     """The shared policy and its critic (see the module docstring)."""
 
     hidden: int = 64
-    alpha0: float = 2e-2
+    alpha0: float = 3e-3
     tau0: float = 3000.0
     beta: float = 5.0
     critic_lr: float = 1e-2
     seed: int = 0
-    warm_start: bool = True
-    """Start from the classic strategy (imitated) rather than from random weights."""
-    init_log_std: float = -0.5
+    warm_start: bool = False
+    """Start from the classic strategy (imitated) rather than from random weights. Off: the
+    classic strategy sits at the ends of the action range, behind a valley (a little shading
+    loses price priority before a lot of it pays), and a local policy gradient from there only
+    pushes the actor further to the ends."""
+    init_log_std: float = 0.0
     """The exploration noise's starting log standard deviation, on the logits."""
+    discount: float = 0.0
+    """Weight of the next slot's value in the TD target. A member's actions move neither its
+    own next state (positions come from the dispatch) nor, in the mean-field limit, the
+    population's, so the rest of the day's value adds only its estimation error: 0 by
+    default, the slot's reward against the critic's baseline V(x, mu)."""
     actor: nn.Sequential = field(init=False)
     critic: nn.Sequential = field(init=False)
     log_std: torch.Tensor = field(init=False)
     updates: int = field(init=False, default=0)
     curve: list[float] = field(init=False, default_factory=list)
     """Mean reward per member per day, one entry per training day."""
+    validation: list[tuple[int, float]] = field(init=False, default_factory=list)
 
     def __post_init__(self) -> None:
         torch.manual_seed(self.seed)
@@ -73,7 +82,7 @@ class MeanFieldActorCritic(Learner):
         self.critic = mlp(n, 1, self.hidden)
         self.log_std = torch.full((2,), self.init_log_std, requires_grad=True)
         self.generator = torch.Generator().manual_seed(self.seed)
-        self._actor_opt = torch.optim.SGD([*self.actor.parameters(), self.log_std], lr=self.alpha0)
+        self._actor_opt = torch.optim.Adam([*self.actor.parameters(), self.log_std], lr=self.alpha0)
         self._critic_opt = torch.optim.Adam(self.critic.parameters(), lr=self.critic_lr)
 
     def act(self, obs: np.ndarray) -> np.ndarray:
@@ -97,7 +106,7 @@ class MeanFieldActorCritic(Learner):
             r = torch.from_numpy(reward) / 10.0  # sat per slot, scaled towards unit size
             value = self.critic(obs).squeeze(-1)
             with torch.no_grad():
-                target = r + (0.0 if done else self.critic(nxt_t).squeeze(-1))
+                target = r + (0.0 if done else self.discount * self.critic(nxt_t).squeeze(-1))
             critic_loss = ((target - value) ** 2).mean()
             self._critic_opt.zero_grad()
             critic_loss.backward()

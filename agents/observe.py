@@ -26,12 +26,16 @@ OBSERVATION = (
     "supply_kwh",
     "guidance",
     "last_price",
+    "side",
+    "imbalance",
 )
 """The features, in order: the member's own net position (kWh, + needs), the tariff (sat per kWh
 / 1000), the time of day, and the mean field as the service last reported it: the share of
 reporting members buying, their demand and supply per reporting member (kWh), the guidance price
 for the member's type and the recent volume-weighted trade price (both as a share of the way
-from the export to the import price; 0.5 when there is none)."""
+from the export to the import price; 0.5 when there is none); then two of these restated where a
+small network finds them at once: the member's side (+1 buying, -1 selling, 0 neither) and the
+reported imbalance (supply - demand) / (supply + demand), 0 when nothing was reported."""
 
 
 def features(
@@ -71,6 +75,9 @@ def features(
     out[:, 7] = board.supply / 1000 / count if board is not None and count else 0.0
     out[:, 8] = guidance[np.asarray(codes, np.intp)] if len(type_names) else 0.5
     out[:, 9] = last
+    out[:, 10] = np.sign(out[:, 0])
+    volume = out[0, 6] + out[0, 7] if len(out) else 0.0
+    out[:, 11] = (out[:, 7] - out[:, 6]) / volume if volume > 0 else 0.0
     return out
 
 

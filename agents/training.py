@@ -11,7 +11,7 @@ asked, a PNG of the learning curve.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -69,6 +69,7 @@ def train_policy(
         share=share,
         curve=tuple(curve),
     )
+    kept_day, kept_score = max(model.validation, key=lambda check: check[1])
     held, held_sd = evaluate(policy, spec, list(HELD_OUT), share)
     classic, _ = evaluate(truthful, spec, list(HELD_OUT), share)
     summary = {
@@ -82,6 +83,9 @@ def train_policy(
         "slots_per_s": round(days * spec.slots / took, 1),
         "first_day_reward": round(curve[0], 1),
         "last_day_reward": round(curve[-1], 1),
+        "validation": [[day, round(score, 1)] for day, score in model.validation],
+        "kept_after_day": kept_day,
+        "kept_validation_reward": round(kept_score, 1),
         "held_out_reward": round(held, 1),
         "held_out_reward_sd": round(held_sd, 1),
         "classic_reward": round(classic, 1),
@@ -89,9 +93,16 @@ def train_policy(
     return policy, summary
 
 
-def plot_curve(policy: LearnedPolicy, path: Path, classic_reward: float | None = None) -> None:
-    """The learning curve: the learners' reward per member per training day, its running mean
-    over a week, and what the same members save on held-out days trading classically."""
+def plot_curve(
+    policy: LearnedPolicy,
+    path: Path,
+    classic_reward: float | None = None,
+    validation: Sequence[Sequence[float]] = (),
+) -> None:
+    """The learning curve: the learners' reward per member per training day (exploring), its
+    running mean over a week, the deterministic policy's reward on the validation days at
+    each check (``(day, reward)`` pairs) and what the same members save on held-out days
+    trading classically."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -105,6 +116,9 @@ def plot_curve(policy: LearnedPolicy, path: Path, classic_reward: float | None =
     if curve.size >= 2 * window:
         running = np.convolve(curve, np.ones(window) / window, mode="valid")
         ax.plot(days[window - 1 :], running, color="#147", lw=2, label="running mean (7 days)")
+    if validation:
+        checks = np.asarray(validation, np.float64)
+        ax.plot(checks[:, 0], checks[:, 1], "o-", color="#2a7", lw=1.5, label="validation days")
     if classic_reward is not None:
         ax.axhline(classic_reward, color="#c63", ls="--", label="classic, held-out days")
     ax.set_xlabel("training day")

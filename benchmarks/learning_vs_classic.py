@@ -22,8 +22,8 @@ engine's exploitability of the learned equilibrium, the engine's own, and the la
 coalition's value.
 
 Learners (``agents/mfac.py``, ``agents/maddpg.py``): half the members of ``small`` learn among
-classic traders (the other half; ``--ac-days`` / ``--maddpg-days`` training days, warm-started
-from the classic strategy), with three seeds. Scored:
+classic traders (the other half; ``--ac-days`` / ``--maddpg-days`` training days from random
+weights, the actor kept where it did best on two validation days), with three seeds. Scored:
 
 - in the environment on five held-out days: the learners' reward (sat per member per day saved
   against the grid alone) beside the same members' when everyone trades classically;
@@ -37,9 +37,10 @@ from the classic strategy), with three seeds. Scored:
   per day on the held-out days (0 if neither gains), and relative to the population's reward.
 
 ``classic_market``: what the classic market leaves to exploit: half the members shading their
-limit only on the long side of the last view, against the same members trading classically
-(a hand-made best response), and the same rule at 0.75 in the live runtime against Boulware
-on held-out days 1-3 (as ``cost_reduction_vs_boulware``).
+limit only on the short side of the last view (the side with less volume, whose limits set
+the price), against the same members trading classically (a hand-made rule), and the same
+rule at 0.95 in the live runtime against Boulware on held-out days 1-3 (as
+``cost_reduction_vs_boulware``).
 
 Environment (``agents/env.py``): ``env_steps_per_s`` and ``env_member_steps_per_s`` of the
 vectorised market on ``default`` (1,000 members) over one day of random actions.
@@ -256,41 +257,39 @@ def learned(
     }
 
 
-def long_side_shading(held_out: list[int]) -> dict[str, float]:
+def short_side_shading(held_out: list[int]) -> dict[str, object]:
     """How much the classic market leaves to exploit, in the environment: half the members
-    shade their limit by ``d`` of the spread, but only on the long side (buyers when the last
-    view had more supply than demand, sellers otherwise; a short side that shades loses its
-    price priority), everything offered; their reward against the same members trading
-    classically, for d = 0.25, 0.5, 0.75."""
+    shade their limit by ``d`` of the spread, but only on the short side (buyers when the last
+    view had more supply than demand, sellers otherwise; a long side that shades loses its
+    trades to the truthful), everything offered; their reward against the same members
+    trading classically, for d = 0.25, 0.5, 0.75, 0.95."""
     scenario = Scenario.load("small")
     classic, _ = evaluate(truthful, scenario, held_out, 0.5)
     out = {"classic_reward": round(classic, 1)}
-    for d in (0.25, 0.5, 0.75):
+    for d in (0.25, 0.5, 0.75, 0.95):
 
         def shade(obs: np.ndarray, d: float = d) -> np.ndarray:
-            buyer, long_supply = obs[:, 0] > 0, obs[:, 7] > obs[:, 6]
-            limit = np.where(
-                buyer, np.where(long_supply, 1 - d, 1.0), np.where(long_supply, 0.0, d)
-            )
+            buyer, plenty = obs[:, 0] > 0, obs[:, 7] > obs[:, 6]
+            limit = np.where(buyer, np.where(plenty, 1 - d, 1.0), np.where(plenty, 0.0, d))
             return np.stack([limit, np.ones(len(obs))], axis=1)
 
         reward, _ = evaluate(shade, scenario, held_out, 0.5)
         out[f"gain_at_{d}"] = round(reward / classic - 1, 4)
     live = []
-    for day in (1, 2, 3):  # the same rule at 0.75 in the live runtime, against Boulware
-        mixed, mask = live_costs(day, "boulware", long_side_rule(0.75))
+    for day in (1, 2, 3):  # the same rule at 0.95 in the live runtime, against Boulware
+        mixed, mask = live_costs(day, "boulware", short_side_rule(0.95))
         boulware = live_costs(day, "boulware")[0]
         live.append(round(float(1 - mixed[mask].sum() / boulware[mask].sum()), 4))
-    out["live_cost_reduction_at_0.75"] = live
+    out["live_cost_reduction_at_0.95"] = live
     return out
 
 
-def long_side_rule(d: float) -> Limit:
-    """The long-side shading as a live trader's pricing rule (from the runtime's view)."""
+def short_side_rule(d: float) -> Limit:
+    """The short-side shading as a live trader's pricing rule (from the runtime's view)."""
 
     def rule(slot: int, kind: str, net: int, imp: int, exp: int, view: object) -> tuple[int, int]:
         obs = features(view, (kind,), np.zeros(1, np.intp), np.array([net]), imp, exp, slot, 96)
-        shade = d if (obs[0, 7] > obs[0, 6]) == (net > 0) else 0.0  # on the long side only
+        shade = d if (obs[0, 7] > obs[0, 6]) == (net > 0) else 0.0  # on the short side only
         share = 1 - shade if net > 0 else shade
         return round(exp + share * (imp - exp)), abs(net)
 
@@ -321,7 +320,7 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=15)
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--ac-days", type=int, default=40)
-    parser.add_argument("--maddpg-days", type=int, default=20)
+    parser.add_argument("--maddpg-days", type=int, default=40)
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
     torch.set_num_threads(2)
@@ -337,7 +336,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as folder:
         result["mf_ac"] = learned(MeanFieldActorCritic, "mf-ac", args.ac_days, Path(folder))
         result["mf_maddpg"] = learned(MeanFieldMADDPG, "mf-maddpg", args.maddpg_days, Path(folder))
-    result["classic_market"] = long_side_shading([1, 2, 3, 4, 5])
+    result["classic_market"] = short_side_shading([1, 2, 3, 4, 5])
     result["environment"] = environment(args.seed)
     if args.json:
         print(json.dumps(result))

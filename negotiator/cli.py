@@ -307,7 +307,7 @@ def solve_mfg(
 def train(
     algo: Annotated[str, typer.Option(help="mf-ac (actor-critic) or mf-maddpg.")] = "mf-ac",
     scenario: Annotated[str, typer.Option(help="Energy scenario to train on.")] = "small",
-    days: Annotated[int, typer.Option(help="Training days (fresh realisations).")] = 60,
+    days: Annotated[int, typer.Option(help="Training days (fresh realisations).")] = 40,
     seed: Annotated[int, typer.Option(help="Seed of the networks and the training days.")] = 0,
     share: Annotated[
         float, typer.Option(help="Share of the members learning; the rest trade classically.")
@@ -348,7 +348,7 @@ def train(
     out.parent.mkdir(parents=True, exist_ok=True)
     policy.save(out)
     png = curve or out.with_suffix(".png")
-    plot_curve(policy, png, summary["classic_reward"])
+    plot_curve(policy, png, summary["classic_reward"], summary["validation"])
     summary.update(policy=str(out), curve=str(png))
     _emit(summary, json_out)
 

@@ -182,6 +182,7 @@ def test_train_writes_a_policy_and_its_curve_and_simulate_trades_with_it(tmp_pat
     summary = json.loads(result.output.strip().splitlines()[-1])
     assert summary["algo"] == "mf-ac" and summary["days"] == 1 and summary["share"] == 0.5
     assert {"held_out_reward", "classic_reward", "slots_per_s"} <= summary.keys()
+    assert summary["kept_after_day"] == 1 and len(summary["validation"]) == 1
     assert policy.is_file()
     assert policy.with_suffix(".png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     out = tmp_path / "learned.json"

@@ -41,8 +41,10 @@ def test_features_read_the_mean_field_the_way_a_trader_sees_it() -> None:
     assert obs[0, 9] == pytest.approx(0.5)  # the trade at 200,000: halfway from 100k to 300k
     advice = view.guidance
     assert obs[1, 8] == pytest.approx((advice["a"].price - 100_000) / 200_000, rel=1e-5)
+    np.testing.assert_allclose(obs[:, 10], [-1, 1])  # selling, buying
+    np.testing.assert_allclose(obs[:, 11], (2 - 4) / 6, rtol=1e-6)  # supply short of demand
     empty = features(None, ["a"], np.zeros(1, int), np.array([10]), 300_000, 100_000, 0, 24)
-    np.testing.assert_allclose(empty[0, 5:], [0, 0, 0, 0.5, 0.5])
+    np.testing.assert_allclose(empty[0, 5:], [0, 0, 0, 0.5, 0.5, 1, 0])
 
 
 def test_the_environment_shows_the_previous_slots_offers_as_a_live_view_would(scenario) -> None:  # type: ignore[no-untyped-def]

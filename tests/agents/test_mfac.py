@@ -7,6 +7,8 @@ import pytest
 
 from agents.env import evaluate, truthful
 from agents.mfac import MeanFieldActorCritic, actor_step
+from agents.nets import VALIDATION
+from agents.observe import OBSERVATION
 from market import Scenario
 
 
@@ -32,5 +34,16 @@ def test_a_short_training_run_improves_the_shared_policy_on_held_out_days() -> N
     again = MeanFieldActorCritic(seed=0, tau0=200, warm_start=False)
     again.train(scenario, 2)
     assert again.curve == curve[:2]  # same seed, same training
-    actions = learner.act(np.zeros((4, 10), np.float32))
+    actions = learner.act(np.zeros((4, len(OBSERVATION)), np.float32))
     assert actions.shape == (4, 2) and ((actions >= 0) & (actions <= 1)).all()
+
+
+def test_training_keeps_the_actor_that_did_best_on_the_validation_days() -> None:
+    scenario = Scenario.load("small").model_copy(update={"agents": 60})
+    learner = MeanFieldActorCritic(seed=0)
+    learner.train(scenario, 6, validate_every=2, share=0.5)
+    assert [day for day, _ in learner.validation] == [2, 4, 6]
+    scores = [score for _, score in learner.validation]
+    assert len(set(scores)) > 1  # the actor moved between checks
+    kept, _ = evaluate(learner.act, scenario, list(VALIDATION), 0.5)
+    assert kept == pytest.approx(max(scores))
