@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test lint check bench clean
+.PHONY: run test lint check bench fuzz clean
 
 $(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -34,6 +34,11 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/cln_overhead.py
 	$(BIN)/python benchmarks/meanfield.py
 	$(BIN)/python benchmarks/mfg_solvers.py
+	$(BIN)/python benchmarks/learning_vs_classic.py
+
+## A million generated messages through decode and the protocol; crashing inputs kept.
+fuzz: $(STAMP)
+	$(BIN)/python -m negotiator.fuzz --messages 1000000 --out fuzz-crashes
 
 clean:
-	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis .import_linter_cache
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis .import_linter_cache fuzz-crashes

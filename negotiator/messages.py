@@ -234,7 +234,8 @@ def decode(data: bytes | bytearray | memoryview) -> WireMessage:
     """Decode and validate msgpack bytes; raise MessageDecodeError for anything but a valid message."""
     try:
         return _decoder.decode(data)  # type: ignore[no-any-return]
-    except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+    except (msgspec.DecodeError, msgspec.ValidationError, UnicodeDecodeError) as exc:
+        # msgspec lets a string field's invalid UTF-8 through as UnicodeDecodeError
         raise MessageDecodeError(str(exc)) from exc
 
 
@@ -247,7 +248,7 @@ def decode_json(data: bytes | str) -> WireMessage:
     """Decode and validate JSON; raise MessageDecodeError for anything but a valid message."""
     try:
         return _json_decoder.decode(data)  # type: ignore[no-any-return]
-    except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+    except (msgspec.DecodeError, msgspec.ValidationError, UnicodeDecodeError) as exc:
         raise MessageDecodeError(str(exc)) from exc
 
 

@@ -194,3 +194,11 @@ def test_a_population_report_with_bad_columns_is_rejected(columns: dict[str, byt
         decode(msgspec.msgpack.encode({"kind": "population", **fields}))
     with pytest.raises(ValueError):
         PopulationReport(**fields)  # type: ignore[arg-type]
+
+
+def test_invalid_utf8_in_a_string_field_is_a_decode_error() -> None:
+    # found by the fuzzer: msgspec raised UnicodeDecodeError, not its own error
+    data = encode(Reject(1, 0, 1, 1, 2, "ab"))
+    broken = data.replace(b"ab", b"\xff\xfe")
+    with pytest.raises(MessageDecodeError):
+        decode(broken)
