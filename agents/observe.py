@@ -57,6 +57,7 @@ def features(
     count = sum(t.count for t in types.values())
     buyers = sum(t.buyers for t in types.values())
     board = getattr(view, "board", None)
+    demand, supply = (board.demand, board.supply) if board is not None and count else (0, 0)
     prices = getattr(view, "prices", None)
     last = 0.5 if prices is None else (prices.vwap - export_price) / span
     advice = getattr(view, "guidance", None) or {}
@@ -71,13 +72,12 @@ def features(
     out[:, 3] = math.sin(angle)
     out[:, 4] = math.cos(angle)
     out[:, 5] = buyers / count if count else 0.0
-    out[:, 6] = board.demand / 1000 / count if board is not None and count else 0.0
-    out[:, 7] = board.supply / 1000 / count if board is not None and count else 0.0
+    out[:, 6] = demand / 1000 / count if count else 0.0
+    out[:, 7] = supply / 1000 / count if count else 0.0
     out[:, 8] = guidance[np.asarray(codes, np.intp)] if len(type_names) else 0.5
     out[:, 9] = last
     out[:, 10] = np.sign(out[:, 0])
-    volume = out[0, 6] + out[0, 7] if len(out) else 0.0
-    out[:, 11] = (out[:, 7] - out[:, 6]) / volume if volume > 0 else 0.0
+    out[:, 11] = (supply - demand) / (supply + demand) if supply + demand > 0 else 0.0
     return out
 
 

@@ -154,7 +154,7 @@ def fuzz(
             report.crashes.append((data, f"decode: {type(exc).__name__}: {exc}"))
             continue
         report.decoded += 1
-        if isinstance(message, Message) and getattr(message, "nid", None) in states:
+        if isinstance(message, Message) and message.nid in states:
             _apply(report, states, message, data, rng)
         if on_progress is not None and (i + 1) % 10_000 == 0:
             on_progress(i + 1)
