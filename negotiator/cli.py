@@ -6,6 +6,7 @@ import gc
 import importlib.util
 import json
 import sys
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Annotated
 
@@ -18,12 +19,14 @@ from rich.table import Table
 
 from market.reports import lq_report, mfg_report
 from negotiator import log, report
+from negotiator.errors import RecoveryError
 from negotiator.live import LiveView
 from negotiator.metrics import Exporter
+from negotiator.recovery import StateDir, checkpointer, restore, rows_after
+from negotiator.regtest_cli import cln_nodes, regtest_app
 from negotiator.runtime import RuntimeConfig, SlotReport
 from negotiator.simulation import Simulation, SimulationConfig, Summary, build
 from negotiator.tables import summary_table
-from payments.regtest import TOPOLOGIES, BitcoinRpc, Regtest, RegtestError
 
 app = typer.Typer(
     help="Asyncio multi-agent negotiation runtime for decentralised markets.",
@@ -119,10 +122,23 @@ def simulate(
             " progress bar (plain lines when stdout is not a terminal)."
         ),
     ] = False,
+    state: Annotated[
+        Path | None,
+        typer.Option(
+            help="Keep the ledger and a checkpoint after every slot in this directory; after a"
+            " crash or kill, `negotiator resume DIR` goes on without paying anything twice."
+        ),
+    ] = None,
 ) -> None:
     """Run a simulated energy community: negotiate every slot, settle every agreement."""
     log.configure(log_level)
-    console = Console(stderr=False)
+    if state is not None and ledger is not None:
+        raise typer.BadParameter("--state keeps the ledger in its directory: drop --ledger")
+    if state is not None and rail == "cln":
+        raise typer.BadParameter(
+            "--state needs a rail that lives in this process: real Core Lightning nodes cannot"
+            " be rewound to a checkpoint"
+        )
     try:
         config = SimulationConfig(
             agents=agents,
@@ -132,11 +148,11 @@ def simulate(
             strategy=strategy,
             learned_share=learned_share,
             max_rounds=max_rounds,
-            ledger=str(ledger) if ledger else None,
+            ledger=str(StateDir(state).ledger) if state else str(ledger) if ledger else None,
             rail=rail,
             hubs=hubs,
             placement=placement,
-            cln_nodes=_cln_nodes(cln or [], cln_dir),
+            cln_nodes=cln_nodes(cln or [], cln_dir),
             settlement=settlement,
             scenario=scenario,
             runtime=RuntimeConfig(
@@ -148,10 +164,71 @@ def simulate(
         )
     except (ValidationError, ValueError) as exc:
         raise typer.BadParameter(str(exc)) from None
+    if state is not None:
+        try:
+            StateDir(state).create(config.model_dump(mode="json"))
+        except RecoveryError as exc:
+            raise typer.BadParameter(str(exc)) from None
     try:
         sim = build(config)
     except (ValueError, FileNotFoundError) as exc:
         raise typer.BadParameter(str(exc)) from None
+    checkpoint = checkpointer(sim, StateDir(state)) if state is not None else None
+    _execute(sim, config, checkpoint, quiet, live, metrics_port, json_out, report_dir, baselines)
+
+
+@app.command()
+def resume(
+    state: Annotated[Path, typer.Argument(help="The --state directory of a stopped run.")],
+    metrics_port: Annotated[
+        int | None, typer.Option(help="Serve Prometheus metrics on 127.0.0.1:PORT (0: any).")
+    ] = None,
+    json_out: Annotated[
+        Path | None, typer.Option("--json", help="Write the machine-readable summary here.")
+    ] = None,
+    report_dir: Annotated[
+        Path | None, typer.Option("--report", help="Write the summary and plots here.")
+    ] = None,
+    baselines: Annotated[bool, typer.Option(help="Scenario runs: the naive market too.")] = True,
+    log_level: Annotated[str, typer.Option(help="debug, info, warning or error.")] = "warning",
+    quiet: Annotated[bool, typer.Option(help="No progress bar or table.")] = False,
+    live: Annotated[bool, typer.Option(help="A live view instead of the progress bar.")] = False,
+) -> None:
+    """Go on with a run started with --state after a crash, a kill or Ctrl-C: restore its last
+    checkpoint, run its last slot again, reconcile every agreement journaled since, go on."""
+    log.configure(log_level)
+    directory = StateDir(state)
+    try:
+        config = SimulationConfig.model_validate(directory.config())
+        sim = build(config)
+        saved = directory.load()
+    except (RecoveryError, ValidationError, ValueError, FileNotFoundError) as exc:
+        raise typer.BadParameter(str(exc)) from None
+    if saved is not None:
+        restore(sim, saved)
+    replayed = rows_after(sim.ledger, saved.slot if saved is not None else -1)
+    if not quiet:
+        where = f"after slot {saved.slot}" if saved is not None else "from the start"
+        Console().print(
+            f"resuming {state} {where}: {len(replayed)} agreements journaled since to reconcile"
+        )
+    checkpoint = checkpointer(sim, directory, replayed)
+    _execute(sim, config, checkpoint, quiet, live, metrics_port, json_out, report_dir, baselines)
+
+
+def _execute(
+    sim: Simulation,
+    config: SimulationConfig,
+    checkpoint: Callable[[int], Awaitable[None]] | None,
+    quiet: bool,
+    live: bool,
+    metrics_port: int | None,
+    json_out: Path | None,
+    report_dir: Path | None,
+    baselines: bool,
+) -> None:
+    """Run ``sim`` with a progress bar (or live view), then print and write its summary."""
+    console = Console(stderr=False)
     slots = sim.community.spec.slots
     progress = Progress(
         TextColumn("[bold]slot"),
@@ -162,7 +239,7 @@ def simulate(
         console=console,
         disable=quiet,
     )
-    task = progress.add_task("slots", total=slots, info="")
+    task = progress.add_task("slots", total=slots, completed=sim.runtime.slots_done, info="")
     view = LiveView(console, sim.runtime.metrics, slots) if live and not quiet else None
 
     def on_slot(report: SlotReport) -> None:
@@ -178,7 +255,11 @@ def simulate(
 
     async def main(run: Simulation) -> Summary:
         return await run.run(
-            on_slot, handle_signals=True, metrics_port=metrics_port, on_exporter=on_exporter
+            on_slot,
+            handle_signals=True,
+            metrics_port=metrics_port,
+            on_exporter=on_exporter,
+            checkpoint=checkpoint,
         )
 
     options = {"use_uvloop": uvloop_available()}
@@ -186,13 +267,16 @@ def simulate(
         try:
             summary = anyio.run(main, sim, backend="asyncio", backend_options=options)
             trace = sim.trace() if report_dir is not None else None
+        except RecoveryError as exc:
+            console.print(f"[red]cannot resume:[/red] {exc}")
+            raise typer.Exit(1) from None
         finally:
             sim.close()
         del sim  # the baseline builds a second community: free the first one's memory (the
         gc.unfreeze()  # runtime froze it out of the collector's sight; its cycles go now)
         gc.collect()
         naive = None
-        if scenario is not None and baselines and not summary.run.interrupted:
+        if config.scenario is not None and baselines and not summary.run.interrupted:
             progress.update(task, completed=0, description="naive", info="naive baseline")
             baseline = build(config.naive())
             try:
@@ -201,22 +285,7 @@ def simulate(
                 baseline.close()
     data = summary.to_dict()
     if naive is not None:
-        data["naive"] = {
-            k: v
-            for k, v in naive.to_dict().items()
-            if k
-            in (
-                "efficiency",
-                "cost_msat",
-                "peak_import_wh",
-                "peak_reduction",
-                "jain_index",
-                "price_volatility",
-                "self_sufficiency",
-                "agreement_rate",
-                "savings",
-            )
-        }
+        data["naive"] = {k: v for k, v in naive.to_dict().items() if k in _NAIVE_FIELDS}
     if json_out is not None:
         json_out.parent.mkdir(parents=True, exist_ok=True)
         json_out.write_text(json.dumps(data, indent=2) + "\n")
@@ -229,6 +298,20 @@ def simulate(
             console.print(f"report in {report_dir}: {names}; `negotiator report {report_dir}`")
     if summary.run.interrupted:
         sys.exit(130)
+
+
+_NAIVE_FIELDS = (
+    "efficiency",
+    "cost_msat",
+    "peak_import_wh",
+    "peak_reduction",
+    "jain_index",
+    "price_volatility",
+    "self_sufficiency",
+    "agreement_rate",
+    "savings",
+)
+"""What the summary reports of the naive baseline, beside the run."""
 
 
 solve_app = typer.Typer(
@@ -353,141 +436,7 @@ def train(
     _emit(summary, json_out)
 
 
-regtest_app = typer.Typer(
-    help="Drive a regtest Lightning network (bitcoind + Core Lightning nodes).",
-    no_args_is_help=True,
-)
 app.add_typer(regtest_app, name="regtest")
-
-_BitcoinUrl = Annotated[str, typer.Option(help="bitcoind JSON-RPC URL.")]
-_RpcUser = Annotated[str, typer.Option(help="bitcoind RPC user.")]
-_RpcPassword = Annotated[str, typer.Option(help="bitcoind RPC password.")]
-_Cln = Annotated[
-    list[str] | None, typer.Option(help="A node as NAME=SOCKET (lightning-rpc path); repeat.")
-]
-_ClnDir = Annotated[
-    Path | None, typer.Option(help="Every DIR/<name>/regtest/lightning-rpc is a node.")
-]
-
-
-def _network(url: str, user: str, password: str, cln: list[str] | None, cln_dir: Path | None,
-             addresses: list[str] | None = None) -> Regtest:  # fmt: skip
-    from pyln.client import LightningRpc
-
-    nodes = _cln_nodes(cln or [], cln_dir)
-    if not nodes:
-        raise typer.BadParameter("name the nodes: --cln NAME=SOCKET (repeat) or --cln-dir DIR")
-    peers = {}
-    for spec in addresses or []:
-        name, sep, where = spec.partition("=")
-        if not sep or ":" not in where:
-            raise typer.BadParameter(f"--address wants NAME=HOST:PORT, got {spec!r}")
-        peers[name] = where
-    console = Console(stderr=True)
-    return Regtest(
-        BitcoinRpc(url, user, password),
-        {name: LightningRpc(path) for name, path in nodes.items()},
-        addresses=peers,
-        log=lambda message: console.print(f"[dim]{message}[/dim]"),
-    )
-
-
-@regtest_app.command("bootstrap")
-def regtest_bootstrap(
-    bitcoin_url: _BitcoinUrl = "http://127.0.0.1:18443",
-    rpc_user: _RpcUser = "rtuser",
-    rpc_password: _RpcPassword = "rtpass",
-    cln: _Cln = None,
-    cln_dir: _ClnDir = None,
-    topology: Annotated[str, typer.Option(help="line, ring or hub.")] = "line",
-    capacity_sat: Annotated[int, typer.Option(help="Capacity of every channel.")] = 5_000_000,
-    push_ratio: Annotated[float, typer.Option(help="Share pushed to the peer at open.")] = 0.5,
-    address: Annotated[
-        list[str] | None,
-        typer.Option(help="NAME=HOST:PORT peers use to reach a node (compose: service names)."),
-    ] = None,
-) -> None:
-    """Fund the nodes, open channels in a topology, and wait until payments can route."""
-    if topology not in TOPOLOGIES:
-        raise typer.BadParameter(f"topology: choose one of {', '.join(TOPOLOGIES)}")
-    network = _network(bitcoin_url, rpc_user, rpc_password, cln, cln_dir, address)
-    try:
-        opened = network.bootstrap(topology, capacity_sat=capacity_sat, push_ratio=push_ratio)
-    except RegtestError as exc:
-        Console(stderr=True).print(f"[red]bootstrap failed:[/red] {exc}")
-        raise typer.Exit(1) from None
-    Console().print(f"{len(opened)} channels opened; the network routes payments")
-
-
-@regtest_app.command("status")
-def regtest_status(
-    bitcoin_url: _BitcoinUrl = "http://127.0.0.1:18443",
-    rpc_user: _RpcUser = "rtuser",
-    rpc_password: _RpcPassword = "rtpass",
-    cln: _Cln = None,
-    cln_dir: _ClnDir = None,
-    json_out: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
-) -> None:
-    """Block height, nodes, channels and balances."""
-    network = _network(bitcoin_url, rpc_user, rpc_password, cln, cln_dir)
-    try:
-        status = network.status()
-    except RegtestError as exc:
-        Console(stderr=True).print(f"[red]status failed:[/red] {exc}")
-        raise typer.Exit(1) from None
-    if json_out:
-        print(json.dumps(status, indent=2))
-        return
-    table = Table(title=f"regtest at block {status['blockheight']}")
-    for column in ("node", "channel", "state", "capacity sat", "ours sat", "spendable sat"):
-        table.add_column(column)
-    for name, node in status["nodes"].items():
-        for ch in node["channels"] or [{}]:
-            table.add_row(
-                name,
-                str(ch.get("short_channel_id", "-")),
-                str(ch.get("state", "no channel")),
-                f"{ch.get('total_msat', 0) // 1000:,}",
-                f"{ch.get('to_us_msat', 0) // 1000:,}",
-                f"{ch.get('spendable_msat', 0) // 1000:,}",
-            )
-    Console().print(table)
-
-
-@regtest_app.command("mine")
-def regtest_mine(
-    blocks: Annotated[int, typer.Argument(help="Blocks to mine.")] = 1,
-    bitcoin_url: _BitcoinUrl = "http://127.0.0.1:18443",
-    rpc_user: _RpcUser = "rtuser",
-    rpc_password: _RpcPassword = "rtpass",
-) -> None:
-    """Mine blocks to the miner wallet."""
-    network = Regtest(BitcoinRpc(bitcoin_url, rpc_user, rpc_password), {})
-    try:
-        network.ensure_wallet()
-        height = network.mine(blocks)
-    except (RegtestError, ValueError) as exc:
-        Console(stderr=True).print(f"[red]mine failed:[/red] {exc}")
-        raise typer.Exit(1) from None
-    Console().print(f"height {height}")
-
-
-def _cln_nodes(specs: list[str], directory: Path | None) -> dict[str, str]:
-    """Nodes from ``NAME=SOCKET`` options and from a directory of lightning-dirs."""
-    nodes: dict[str, str] = {}
-    for spec in specs:
-        name, sep, path = spec.partition("=")
-        if not sep or not name or not path:
-            raise typer.BadParameter(f"--cln wants NAME=SOCKET, got {spec!r}")
-        nodes[name] = path
-    if directory is not None:
-        found = sorted(directory.glob("*/regtest/lightning-rpc"))
-        if not found:
-            raise typer.BadParameter(f"no */regtest/lightning-rpc under {directory}")
-        for socket in found:
-            nodes[socket.parent.parent.name] = str(socket)
-    return nodes
-
 
 if __name__ == "__main__":  # pragma: no cover
     app()

@@ -73,3 +73,8 @@ class InvoiceError(SettlementError):
 
 class LedgerError(NegotiatorError):
     """The ledger refused a write that would break its invariants (e.g. a second payment hash)."""
+
+
+class RecoveryError(NegotiatorError):
+    """A state directory cannot be created or resumed (missing, already in use, written by
+    another version), or a resumed run does not match what the killed one journaled."""

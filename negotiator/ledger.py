@@ -227,6 +227,21 @@ class Ledger:
         )
         return [(int(n), str(s), h) for n, s, h in rows]
 
+    def rows_after(
+        self, slot: int
+    ) -> list[tuple[int, int, int, int, int, str, str | None, str | None]]:
+        """``(nid, slot, buyer, seller, amount_msat, state, payment_hash, preimage)`` of the
+        agreements of slots after ``slot``, in nid order (what a resumed run must reconcile)."""
+        rows = self._db.execute(
+            "SELECT nid, slot, buyer, seller, amount_msat, state, payment_hash, preimage"
+            " FROM agreements WHERE slot > ? ORDER BY nid",
+            (slot,),
+        )
+        return [
+            (int(n), int(t), int(b), int(s), int(a), str(st), h, p)
+            for n, t, b, s, a, st, h, p in rows
+        ]
+
     def digest(self) -> str:
         """sha256 over the settled rows in nid order, timestamps excluded: equal runs, equal digest."""
         h = hashlib.sha256()

@@ -10,6 +10,7 @@ negotiation id).
 from __future__ import annotations
 
 import bisect
+import copy
 import math
 from array import array
 from collections.abc import Callable, Iterator
@@ -194,6 +195,45 @@ class RunMetrics:
         self.queue_depth: Callable[[], int] = lambda: 0
         self.overflow: Callable[[], int] = lambda: 0
         self.undeliverable: Callable[[], int] = lambda: 0
+
+    _ACCUMULATORS: Final = (
+        "negotiation_latency",
+        "settlement_latency",
+        "slot_duration",
+        "rounds",
+        "outcomes",
+        "messages",
+        "rejected",
+        "late",
+        "settlements",
+        "fees_msat",
+        "paid_msat",
+        "agent_failures",
+        "population_latency",
+        "slot_price",
+    )
+
+    def accumulators(self) -> dict[str, Any]:
+        """The run's counts and histograms so far (copies, picklable): what a resumed run
+        starts from so that its summary covers the whole run."""
+        return {name: copy.deepcopy(getattr(self, name)) for name in self._ACCUMULATORS}
+
+    def restore(self, saved: dict[str, Any]) -> None:
+        """Take back :meth:`accumulators`. Dicts and histograms are updated in place: the
+        router and the settler hold references to them."""
+        for name in self._ACCUMULATORS:
+            value = copy.deepcopy(saved[name])
+            current = getattr(self, name)
+            if isinstance(current, dict):
+                current.clear()
+                current.update(value)
+            elif isinstance(current, Histogram):
+                current.counts[:] = value.counts
+                current.sum = value.sum
+                if current.samples is not None:
+                    current.samples[:] = value.samples or array("d")
+            else:
+                setattr(self, name, value)
 
     def count(self, table: dict[str, int], key: str, n: int = 1) -> None:
         """Add ``n`` to one labelled counter."""

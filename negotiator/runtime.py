@@ -19,7 +19,7 @@ import asyncio
 import gc
 import signal
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 import anyio
@@ -196,6 +196,11 @@ class Runtime:
         gc.collect()
         gc.freeze()  # the population is built: keep the collector off its objects (1.3x at 100k)
 
+    @property
+    def slots_done(self) -> int:
+        """Slots run so far (in a resumed run, those before the restart included)."""
+        return self._slots_done
+
     def receive_bytes(self, data: bytes) -> bool:
         """Take one encoded message from outside the process and deliver it.
 
@@ -230,8 +235,16 @@ class Runtime:
         *,
         on_slot: Callable[[SlotReport], None] | None = None,
         handle_signals: bool = False,
+        checkpoint: Callable[[int], Awaitable[None]] | None = None,
     ) -> RunReport:
-        """Run ``slots`` trading slots and settle everything; return the summary."""
+        """Run trading slots up to ``slots`` (from the first not yet done) and settle
+        everything; return the summary.
+
+        With ``checkpoint``, every slot ends at a consistent point: its agreements settled or
+        failed, the outcome delivered to both parties; then ``checkpoint(slot)`` is awaited
+        (with -1 before the first slot of a fresh run), so that a run killed at any instant can
+        go on from the last slot checkpointed (:mod:`negotiator.recovery`).
+        """
         if slots < 1:
             raise ValueError("slots must be at least 1")
         started = self.clock()
@@ -244,14 +257,21 @@ class Runtime:
                 tg.start_soon(self._signals, tg.cancel_scope, name="signals")
             if self.population is not None and self._view is None:
                 self._view = await self._snapshot(-1)  # what the service knew before this run
-            for slot in range(slots):
+            if checkpoint is not None and self._slots_done == 0:
+                await checkpoint(-1)
+            for slot in range(self._slots_done, slots):
                 await self._settlement_backlog()
                 if self._stopping:
                     break
                 report = await self._slot(slot)
+                if checkpoint is not None:
+                    with anyio.CancelScope(shield=True):
+                        await self._consistent()
                 self._slots_done += 1
                 if on_slot is not None:
                     on_slot(report)
+                if checkpoint is not None:
+                    await checkpoint(slot)
             with anyio.CancelScope(shield=True):
                 await self.settler.drain(self.config.settle_timeout_s)
                 await self._quiesce(self.config.grace_s)
@@ -265,6 +285,41 @@ class Runtime:
         bound = self.config.max_settling
         while self.settler.pending > bound and not self._stopping:
             await anyio.sleep(0.005)
+
+    async def _consistent(self) -> None:
+        """Settle the slot's agreements and deliver every outcome (a checkpoint's precondition)."""
+        await self.settler.drain(self.config.settle_timeout_s)
+        await self._quiesce(self.config.grace_s)
+
+    def state(self) -> dict[str, Any]:
+        """What the runtime must remember between slots to go on after a restart (plain,
+        picklable values; taken at a slot boundary, when nothing is in flight)."""
+        return {
+            "slots_done": self._slots_done,
+            "next_nid": self._next_nid,
+            "negotiations": self._negotiations,
+            "negotiation_s": self._negotiation_s,
+            "view": self._view,
+            "rng": self.rng.bit_generator.state,
+            "retired": set(self.router.retired),
+            "failures": dict(self.router.failures),
+            "metrics": self.metrics.accumulators(),
+        }
+
+    def restore(self, state: dict[str, Any]) -> None:
+        """Go back to a :meth:`state` (before :meth:`run`)."""
+        self._slots_done = state["slots_done"]
+        self._next_nid = state["next_nid"]
+        self._negotiations = state["negotiations"]
+        self._negotiation_s = state["negotiation_s"]
+        self._view = state["view"]
+        self.rng.bit_generator.state = state["rng"]
+        self.router.retired.clear()
+        self.router.retired.update(state["retired"])
+        self.router.failures.clear()
+        self.router.failures.update(state["failures"])
+        self.metrics.restore(state["metrics"])
+        self.metrics.agents_alive = len(self.agents) - len(self.router.retired)
 
     async def _quiesce(self, timeout: float) -> None:
         """Let the engines deliver what is still queued (the last Paid messages, say)."""

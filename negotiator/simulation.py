@@ -8,7 +8,7 @@ the runtime, and turns the run into a summary.
 from __future__ import annotations
 
 import tempfile
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -184,14 +184,17 @@ class Simulation:
         handle_signals: bool = False,
         metrics_port: int | None = None,
         on_exporter: Callable[[Exporter], None] | None = None,
+        checkpoint: Callable[[int], Awaitable[None]] | None = None,
     ) -> Summary:
-        """Run every slot, settle, and summarise."""
+        """Run every slot not yet run, settle, and summarise (``checkpoint``: see
+        :meth:`Runtime.run` and :mod:`negotiator.recovery`)."""
         exporter = None
         if metrics_port is not None:
             exporter = Exporter(self.runtime.metrics, metrics_port)
             if on_exporter is not None:
                 on_exporter(exporter)
-        imported, exported = [0], [0]
+        imported = [sum(t.imported_wh for t in self.traders)]  # not 0 in a resumed run
+        exported = [sum(t.exported_wh for t in self.traders)]
 
         def slot_done(report: SlotReport) -> None:
             total = sum(t.imported_wh for t in self.traders)
@@ -214,7 +217,9 @@ class Simulation:
 
         slots = self.community.spec.slots
         try:
-            report = await self.runtime.run(slots, on_slot=slot_done, handle_signals=handle_signals)
+            report = await self.runtime.run(
+                slots, on_slot=slot_done, handle_signals=handle_signals, checkpoint=checkpoint
+            )
         finally:
             if exporter is not None:
                 exporter.close()

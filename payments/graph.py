@@ -53,6 +53,16 @@ class Node:
             self._id = self.known_id or self.key.public_key.format(compressed=True).hex()
         return self._id
 
+    def __getstate__(self) -> tuple[object, ...]:
+        """Pickled without the derived key (a C object holding a lock): it is derived again."""
+        return (self.index, self.alias, self.secret, self.known_id, None, self._id)
+
+    def __setstate__(self, state: tuple[object, ...]) -> None:
+        for name, value in zip(
+            ("index", "alias", "secret", "known_id", "_key", "_id"), state, strict=True
+        ):
+            object.__setattr__(self, name, value)
+
 
 @dataclass(frozen=True, slots=True)
 class Policy:

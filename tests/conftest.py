@@ -21,12 +21,17 @@ def anyio_backend(request: pytest.FixtureRequest) -> tuple[str, dict[str, bool]]
     return request.param  # type: ignore[no-any-return]
 
 
-@pytest.fixture(autouse=True, scope="session")
-def _quiet_logs() -> Iterator[None]:
-    """Warnings are produced (tests capture them) but written nowhere."""
+@pytest.fixture(scope="session")
+def _log_sink() -> Iterator[object]:
     with open(os.devnull, "w") as sink:
-        log.configure("warning", json=True, stream=sink)
-        yield
+        yield sink
+
+
+@pytest.fixture(autouse=True)
+def _quiet_logs(_log_sink: object) -> None:
+    """Warnings are produced (tests capture them) but written nowhere; set again before every
+    test, since a CLI test configures the logs onto a stream its runner closes afterwards."""
+    log.configure("warning", json=True, stream=_log_sink)
 
 
 @pytest.fixture(scope="session")
