@@ -128,9 +128,7 @@ def _run(sim: Simulation, state: StateDir, crash_after: int | None = None, **kw:
 
 
 @pytest.mark.parametrize("engine", ["task", "shard"])
-def test_a_run_resumed_after_a_crash_ends_as_if_never_stopped(
-    tmp_path: Path, engine: str
-) -> None:
+def test_a_run_resumed_after_a_crash_ends_as_if_never_stopped(tmp_path: Path, engine: str) -> None:
     """A crash after slot 9's agreements were paid but before its checkpoint: the resumed run
     replays slot 9, reconciles its journaled agreements, and ends with the same ledger digest,
     books and payments as a run that was never stopped."""
