@@ -35,6 +35,7 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/meanfield.py
 	$(BIN)/python benchmarks/mfg_solvers.py
 	$(BIN)/python benchmarks/learning_vs_classic.py
+	$(BIN)/python benchmarks/byzantine.py --fraction 0.2
 
 ## A million generated messages through decode and the protocol; crashing inputs kept.
 fuzz: $(STAMP)

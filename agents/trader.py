@@ -106,6 +106,8 @@ class Trader:
         "cost_msat",
         "exported_wh",
         "imported_wh",
+        "peer_paid_msat",
+        "peer_received_msat",
         "resource",
         "revenue_msat",
         "sold_wh",
@@ -158,6 +160,8 @@ class Trader:
         self._prices: tuple[int, ...] = ()
         self.bought_wh = self.sold_wh = self.imported_wh = self.exported_wh = 0
         self.cost_msat = self.revenue_msat = 0
+        self.peer_paid_msat = self.peer_received_msat = 0
+        """What it paid peers (fees included) and was paid by them, for agreements it made."""
 
     # -- slots --------------------------------------------------------------------------------
 
@@ -366,8 +370,10 @@ class Trader:
         amount = neg.state.terms.amount_msat()
         if self.address == neg.state.buyer:
             self.cost_msat += amount + msg.fee_msat
+            self.peer_paid_msat += amount + msg.fee_msat
         else:
             self.revenue_msat += amount
+            self.peer_received_msat += amount
         del self._negs[msg.nid]
         self._closed_nids.add(msg.nid)
         return ()

@@ -36,12 +36,22 @@ class Pay(msgspec.Struct, frozen=True, gc=False):
     payer: int
     invoice: Invoice
 
+    @property
+    def sender(self) -> int:
+        """Who asks: the router checks it is the agent whose handler returned the effect."""
+        return self.payer
+
 
 class Skip(msgspec.Struct, frozen=True, gc=False):
     """Effect: the initiator declines to open negotiation ``nid`` (nothing left to trade)."""
 
     nid: int
     agent: int
+
+    @property
+    def sender(self) -> int:
+        """Who declines: the router checks it is the agent whose handler returned the effect."""
+        return self.agent
 
 
 Effect = AnyMessage | Pay | Skip

@@ -122,6 +122,14 @@ def simulate(
             " progress bar (plain lines when stdout is not a terminal)."
         ),
     ] = False,
+    byzantine: Annotated[
+        str | None,
+        typer.Option(
+            help="Byzantine members: malformed, replay, spam, renege, misreport, counterfeit,"
+            " all, or absent (they sit out)."
+        ),
+    ] = None,
+    byzantine_share: Annotated[float, typer.Option(help="Share of Byzantine members.")] = 0.2,
     state: Annotated[
         Path | None,
         typer.Option(
@@ -155,6 +163,8 @@ def simulate(
             cln_nodes=cln_nodes(cln or [], cln_dir),
             settlement=settlement,
             scenario=scenario,
+            byzantine=byzantine,
+            byzantine_share=byzantine_share,
             runtime=RuntimeConfig(
                 engine=engine,
                 shards=shards,

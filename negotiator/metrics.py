@@ -175,6 +175,8 @@ class RunMetrics:
         self.late: dict[str, int] = {}
         """Negotiation messages that came after the runtime closed their negotiation, by kind."""
         self.settlements: dict[str, int] = {}
+        self.excluded: dict[str, int] = {}
+        """Agents excluded from the market (retired), by reason: refused messages, reneging."""
         self.fees_msat = 0
         self.paid_msat = 0
         self.agent_failures = 0
@@ -206,6 +208,7 @@ class RunMetrics:
         "rejected",
         "late",
         "settlements",
+        "excluded",
         "fees_msat",
         "paid_msat",
         "agent_failures",
@@ -316,6 +319,12 @@ class _Collector:
             "negotiator_agent_failures",
             "Exceptions raised by agent handlers.",
             value=m.agent_failures,
+        )
+        yield _counter(
+            "negotiator_agents_excluded",
+            "Agents excluded from the market, by reason (refused messages, reneging on payment).",
+            "reason",
+            m.excluded,
         )
         yield CounterMetricFamily(
             "negotiator_inbox_overflow",

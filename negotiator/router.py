@@ -38,6 +38,7 @@ from negotiator.metrics import RunMetrics
 
 _log = structlog.get_logger(__name__)
 
+_SETTLEMENT: Final = frozenset({InvoiceIssued, Paid, SettlementFailed})
 _LOG_FIRST: Final = 20
 """Violations logged one by one per reason before logging only every 1,000th."""
 
@@ -56,6 +57,8 @@ class Flight:
         "seller",
         "side",
         "slot",
+        "terms",
+        "turn",
     )
 
     def __init__(
@@ -79,6 +82,10 @@ class Flight:
         )
         self.deadline = deadline
         self.opened = 0.0
+        self.turn = initiator
+        """Who must move next: the runtime referees turns, not only the receiving agent."""
+        self.terms: Any = None
+        """The offer on the table (the last Propose or Counter relayed): what an Accept accepts."""
 
 
 class Router:
@@ -92,7 +99,10 @@ class Router:
         on_agreement: Callable[[Agreement, float], None],
         on_pay: Callable[[Pay], None],
         on_abandon: Callable[[int, str], None],
+        on_unpaid: Callable[[int, int], None] = lambda nid, payer: None,
         max_failures: int = 3,
+        max_effects: int = 8,
+        max_strikes: int = 50,
         clock: Callable[[], float] = time.perf_counter,
     ) -> None:
         self.bus = bus
@@ -102,6 +112,17 @@ class Router:
         self.retired: set[int] = set()
         self.failures: dict[int, int] = {}
         self.max_failures = max_failures
+        self.max_effects = max_effects
+        """Effects one handler call may return; the rest are dropped (``rate_limited``): an
+        agent cannot turn one message into a flood."""
+        self.max_strikes = max_strikes
+        """Messages the router refused from one agent before it excludes (retires) it."""
+        self.strikes: dict[int, int] = {}
+        self.excluded: set[int] = set()
+        """Retired for misbehaving, not for failing: they negotiate no more, but are still sent
+        what settles the agreements they already made (and must pay for)."""
+        self._on_unpaid = on_unpaid
+        self._last_nid = -1
         self.slot_trades: list[tuple[int, int]] = []
         """(price, quantity) of the agreements of the current slot."""
         self.on_end: Callable[[int], None] = lambda nid: None
@@ -129,11 +150,11 @@ class Router:
             Accept: self._route_accept,
             Reject: self._route_closing("reject", "rejected"),
             Withdraw: self._route_closing("withdraw", "withdrawn"),
-            InvoiceIssued: self._plain("invoice"),
-            Paid: self._plain("paid"),
-            SettlementFailed: self._plain("settlement_failed"),
+            InvoiceIssued: self._forged_settlement,  # only the settler issues these
+            Paid: self._forged_settlement,
+            SettlementFailed: self._forged_settlement,
             Pay: lambda pay, now: self._on_pay(pay),
-            Skip: lambda skip, now: self.end(skip.nid, "skipped"),
+            Skip: self._route_skip,
         }
 
     # -- the hot path -------------------------------------------------------------------------
@@ -145,7 +166,9 @@ class Router:
             del closing[message.nid]
             if not closing:
                 self.on_quiet()
-        if agent.address in self.retired:
+        if agent.address in self.retired and not (
+            agent.address in self.excluded and type(message) in _SETTLEMENT
+        ):
             self._to_retired(agent, message)
             return
         now = self.clock()
@@ -153,23 +176,75 @@ class Router:
             effects = agent.handle(message, now)
         except ProtocolViolation as exc:
             self.violation(exc, agent.address)
+            self._blame(message)
             return
         except Exception as exc:
             self._failed(agent, message, exc)
             return
+        if len(effects) > self.max_effects:
+            self.refuse("rate_limited", effects[self.max_effects], agent.address)
+            effects = effects[: self.max_effects]
+        if type(message) is InvoiceIssued and not any(type(e) is Pay for e in effects):
+            self._on_unpaid(message.nid, agent.address)  # it will not pay: no need to wait
         routes = self._routes
+        address = agent.address
         for effect in effects:
+            if effect.sender != address:  # in another's name (or the runtime's)
+                self.refuse("forged_sender", effect, address)
+                continue
             routes[type(effect)](effect, now)
 
-    def _plain(self, kind: str) -> Callable[[Any, float], None]:
-        counts = self.metrics.messages
-        send = self.bus.send_nowait
+    def refuse(self, reason: str, message: Any, agent: int) -> None:
+        """Count, log (the first few) and drop a move the router will not relay; an agent that
+        collects ``max_strikes`` of them is excluded from the market (retired)."""
+        n = self._violations.get(reason, 0) + 1
+        self._violations[reason] = n
+        if n <= _LOG_FIRST or n % 1000 == 0:
+            _log.warning(
+                "message_refused",
+                reason=reason,
+                agent=agent,
+                nid=getattr(message, "nid", -1),
+                kind=type(message).__name__,
+                seen=n,
+            )
+        self._strike(agent)
 
-        def route(message: Any, now: float) -> None:
-            counts[kind] += 1
-            send(message)
+    def _route_skip(self, skip: Skip, now: float) -> None:
+        flight = self.flights.get(skip.nid)
+        if flight is not None and flight.initiator != skip.agent:
+            self.refuse("not_a_party", skip, skip.agent)
+            return
+        self.end(skip.nid, "skipped")
 
-        return route
+    def _blame(self, message: Any) -> None:
+        """A move the router relayed was refused by its receiver (broken terms, a replayed
+        sequence number): its sender broke the protocol. The negotiation is closed at once (the
+        receiver's quantity is free again, not held until the deadline) and the sender earns a
+        strike."""
+        sender = message.sender
+        flight = self.flights.get(message.nid)
+        if sender == SYSTEM or flight is None or sender not in (flight.initiator, flight.responder):
+            return
+        self._close_for(sender, message.nid, "protocol_violation")
+        self._strike(sender)
+
+    def _strike(self, agent: int) -> None:
+        strikes = self.strikes.get(agent, 0) + 1
+        self.strikes[agent] = strikes
+        if strikes >= self.max_strikes and agent not in self.retired:
+            self.metrics.count(self.metrics.excluded, "refused_messages")
+            self.retire(agent, "refused_messages")
+
+    def _forged_settlement(self, message: Any, now: float) -> None:
+        self.refuse("forged_settlement", message, message.sender)
+
+    def _late_or_unknown(self, message: Any) -> None:
+        """No flight for this move: late if the negotiation existed, refused if it never did."""
+        if message.nid > self._last_nid:
+            self.refuse("unknown_negotiation", message, message.sender)
+        else:
+            self._late(message)
 
     def _late(self, message: Any) -> None:
         """A negotiation message for a negotiation the runtime already closed: not relayed.
@@ -183,26 +258,59 @@ class Router:
         kind = kind_of(message)
         table[kind] = table.get(kind, 0) + 1
 
+    def _out_of_turn(self, flight: Flight, message: Any) -> bool:
+        """Refuse a move by the party whose turn it is not, or to anyone but the other party."""
+        sender = message.sender
+        other = flight.responder if sender == flight.initiator else flight.initiator
+        if sender != flight.turn or message.receiver != other:
+            reason = (
+                "out_of_turn" if sender in (flight.initiator, flight.responder) else "not_a_party"
+            )
+            self.refuse(reason, message, sender)
+            return True
+        return False
+
     def _route_propose(self, message: Propose, now: float) -> None:
         flight = self.flights.get(message.nid)
         if flight is None:
-            self._late(message)
+            self._late_or_unknown(message)
+            return
+        if flight.terms is not None:  # a negotiation opens once
+            self.refuse("out_of_turn", message, message.sender)
+            return
+        if self._out_of_turn(flight, message):
             return
         self.metrics.messages["propose"] += 1
         flight.opened = now
+        flight.terms = message.terms
+        flight.turn = message.receiver
         self.bus.send_nowait(message)
 
     def _route_counter(self, message: Counter, now: float) -> None:
-        if message.nid not in self.flights:
-            self._late(message)
+        flight = self.flights.get(message.nid)
+        if flight is None:
+            self._late_or_unknown(message)
+            return
+        if flight.terms is None:  # nothing to counter yet
+            self.refuse("out_of_turn", message, message.sender)
+            return
+        if self._out_of_turn(flight, message):
             return
         self.metrics.messages["counter"] += 1
+        flight.terms = message.terms
+        flight.turn = message.receiver
         self.bus.send_nowait(message)
 
     def _route_accept(self, message: Accept, now: float) -> None:
         flight = self.flights.get(message.nid)
         if flight is None:  # closed by the runtime first: void, the Timeout tells the accepter
-            self._late(message)
+            self._late_or_unknown(message)
+            return
+        if self._out_of_turn(flight, message):
+            return
+        if message.terms != flight.terms:  # only the offer on the table can be accepted
+            self.refuse("terms_mismatch", message, message.sender)
+            self._close_for(message.sender, message.nid, "protocol_violation")  # its turn is spent
             return
         metrics = self.metrics
         metrics.messages["accept"] += 1
@@ -224,8 +332,18 @@ class Router:
         rounds = self.metrics.rounds
 
         def route(message: Any, now: float) -> None:
-            if message.nid not in self.flights:
-                self._late(message)
+            flight = self.flights.get(message.nid)
+            if flight is None:
+                self._late_or_unknown(message)
+                return
+            sender = message.sender
+            parties = (flight.initiator, flight.responder)
+            if (
+                sender not in parties
+                or message.receiver not in parties
+                or message.receiver == sender
+            ):
+                self.refuse("not_a_party", message, sender)
                 return
             counts[kind] += 1
             if send(message):
@@ -240,6 +358,7 @@ class Router:
     def open(self, flight: Flight) -> None:
         """Track a negotiation the runtime is about to start, and send Start to its initiator."""
         self.flights[flight.nid] = flight
+        self._last_nid = max(self._last_nid, flight.nid)
         self.metrics.in_flight = len(self.flights)
         self.metrics.messages["start"] += 1
         f = flight
@@ -329,13 +448,17 @@ class Router:
         else:
             self._on_abandon(nid, reason)
 
-    def retire(self, address: int) -> None:
-        """Stop delivering to an agent and close every negotiation it is in."""
+    def retire(self, address: int, reason: str = "failures") -> None:
+        """Stop delivering to an agent and close every negotiation it is in (``reason``:
+        ``failures`` of its handler, or why it was excluded from the market)."""
         if address in self.retired:
             return
         self.retired.add(address)
+        if reason != "failures":
+            self.excluded.add(address)
         self.metrics.agents_alive -= 1
-        _log.error("agent_retired", agent=address, failures=self.failures.get(address, 0))
+        level = _log.error if reason == "failures" else _log.warning
+        level("agent_retired", agent=address, reason=reason, failures=self.failures.get(address, 0))
         for nid, flight in list(self.flights.items()):
             if address in (flight.initiator, flight.responder):
                 self._close_for(address, nid, "agent_retired")

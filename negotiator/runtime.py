@@ -70,6 +70,16 @@ class RuntimeConfig(BaseModel):
     )
     population_timeout_s: float = Field(10.0, gt=0, description="mean-field request timeout")
     max_agent_failures: int = Field(3, ge=1, description="handler exceptions before retirement")
+    pay_timeout_s: float = Field(
+        5.0, gt=0, description="time a buyer has to pay its invoice before it has reneged"
+    )
+    max_reneges: int = Field(
+        1, ge=1, description="unpaid agreements before a buyer is excluded from the market"
+    )
+    max_effects: int = Field(8, ge=1, description="effects one handler call may return, at most")
+    max_strikes: int = Field(
+        3, ge=1, description="messages refused by the runtime before their sender is excluded"
+    )
     grace_s: float = Field(10.0, ge=0, description="time to finish in-flight work on shutdown")
 
 
@@ -125,6 +135,9 @@ class RunReport(msgspec.Struct, frozen=True):
     rail: str = "none"
     payments: dict[str, Any] = {}
     """The rail's payment statistics (success rate, fees, parts, hops, latency, utilization)."""
+    excluded: dict[str, int] = {}
+    """Agents the runtime excluded from the market, by reason (``refused_messages``:
+    forged, out-of-turn or flooding moves; ``reneged``: invoices left unpaid)."""
 
 
 class Runtime:
@@ -165,6 +178,8 @@ class Runtime:
             batch=cfg.settle_batch,
             workers=cfg.settle_workers,
             timeout_s=cfg.settle_timeout_s,
+            pay_timeout_s=cfg.pay_timeout_s,
+            on_renege=self._reneged,
             clock=clock,
         )
         self.router = Router(
@@ -173,9 +188,14 @@ class Runtime:
             on_agreement=self.settler.agree,
             on_pay=self.settler.pay,
             on_abandon=self.settler.abandon,
+            on_unpaid=self.settler.refused,
             max_failures=cfg.max_agent_failures,
+            max_effects=cfg.max_effects,
+            max_strikes=cfg.max_strikes,
             clock=clock,
         )
+        self.reneges: dict[int, int] = {}
+        """Agreements each buyer left unpaid (its reputation)."""
         self.engine = make_engine(
             cfg.engine, self.bus, self.router, shards=cfg.shards, inbox_size=cfg.inbox_size
         )
@@ -195,6 +215,14 @@ class Runtime:
         self._next_nid = 0
         gc.collect()
         gc.freeze()  # the population is built: keep the collector off its objects (1.3x at 100k)
+
+    def _reneged(self, payer: int) -> None:
+        """A buyer left an invoice unpaid: after ``max_reneges`` it is out of the market."""
+        n = self.reneges.get(payer, 0) + 1
+        self.reneges[payer] = n
+        if n >= self.config.max_reneges and payer not in self.router.retired:
+            self.metrics.count(self.metrics.excluded, "reneged")
+            self.router.retire(payer, "reneged")
 
     @property
     def slots_done(self) -> int:
@@ -302,7 +330,10 @@ class Runtime:
             "view": self._view,
             "rng": self.rng.bit_generator.state,
             "retired": set(self.router.retired),
+            "excluded": set(self.router.excluded),
             "failures": dict(self.router.failures),
+            "strikes": dict(self.router.strikes),
+            "reneges": dict(self.reneges),
             "metrics": self.metrics.accumulators(),
         }
 
@@ -316,8 +347,12 @@ class Runtime:
         self.rng.bit_generator.state = state["rng"]
         self.router.retired.clear()
         self.router.retired.update(state["retired"])
+        self.router.excluded.clear()
+        self.router.excluded.update(state["excluded"])
         self.router.failures.clear()
         self.router.failures.update(state["failures"])
+        self.router.strikes.update(state["strikes"])
+        self.reneges.update(state["reneges"])
         self.metrics.restore(state["metrics"])
         self.metrics.agents_alive = len(self.agents) - len(self.router.retired)
 
@@ -341,7 +376,9 @@ class Runtime:
         period = min(self.config.deadline_ms / 4000.0, 0.05)
         while True:
             await anyio.sleep(period)
-            self.router.expire_due(self.clock())
+            now = self.clock()
+            self.router.expire_due(now)
+            self.settler.expire_unpaid(now)
 
     async def _slot(self, slot: int) -> SlotReport:
         t0 = self.clock()
@@ -515,4 +552,5 @@ class Runtime:
             interrupted=self._stopping,
             rail=m.rail,
             payments=m.payments.summary() if m.payments is not None else {},
+            excluded=dict(sorted(m.excluded.items())),
         )

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections import deque
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -37,13 +38,14 @@ settler's share of a saturated loop does not depend on how costly each item is."
 
 
 class _Pending:
-    __slots__ = ("abandoned", "accepted_at", "agreement", "invoice")
+    __slots__ = ("abandoned", "accepted_at", "agreement", "invoice", "paying")
 
     def __init__(self, agreement: Agreement, accepted_at: float) -> None:
         self.agreement = agreement
         self.accepted_at = accepted_at
         self.invoice: Invoice | None = None
         self.abandoned = False
+        self.paying = False
 
 
 class Settler:
@@ -59,6 +61,8 @@ class Settler:
         batch: int = 512,
         workers: int = 1,
         timeout_s: float = 30.0,
+        pay_timeout_s: float = 5.0,
+        on_renege: Callable[[int], None] = lambda payer: None,
         clock: Callable[[], float] = time.perf_counter,
     ) -> None:
         if batch < 1 or workers < 1:
@@ -70,7 +74,13 @@ class Settler:
         self.batch = batch
         self.workers = workers
         self.timeout_s = timeout_s
+        self.pay_timeout_s = pay_timeout_s
+        """A buyer must answer its invoice with a payment within this long, or it reneged."""
+        self.on_renege = on_renege
+        """Called with the payer of an agreement it did not pay (reputation: see the router)."""
         self.clock = clock
+        self._unpaid: deque[tuple[float, int]] = deque()
+        """(answer-by time, nid) of invoices delivered, in delivery order."""
         self.concurrency = max(1, int(getattr(rail, "concurrency", 1)))
         """Rail calls in flight at once: 1 for in-process rails, more for remote ones."""
         self._jobs: asyncio.Queue[Agreement | Pay | tuple[int, str]] = asyncio.Queue()
@@ -93,7 +103,35 @@ class Settler:
 
     def pay(self, pay: Pay) -> None:
         """A buyer asks to pay an invoice it received."""
+        pending = self._pending.get(pay.nid)
+        if pending is not None and pay.payer == pending.agreement.buyer:
+            pending.paying = True
         self._submit(pay)
+
+    def refused(self, nid: int, payer: int) -> None:
+        """The buyer handled its invoice and did not pay: it reneged (no need to wait)."""
+        pending = self._pending.get(nid)
+        if pending is None or pending.paying or pending.abandoned:
+            return
+        if payer != pending.agreement.buyer:
+            return
+        self.abandon(nid, "unpaid")
+        self.on_renege(payer)
+
+    def expire_unpaid(self, now: float) -> int:
+        """Fail the agreements whose buyer let its invoice go unanswered for ``pay_timeout_s``
+        (reason ``unpaid``) and report each buyer as having reneged; returns how many."""
+        unpaid = self._unpaid
+        n = 0
+        while unpaid and unpaid[0][0] <= now:
+            _, nid = unpaid.popleft()
+            pending = self._pending.get(nid)
+            if pending is None or pending.paying or pending.abandoned:
+                continue
+            self.abandon(nid, "unpaid")
+            self.on_renege(pending.agreement.buyer)
+            n += 1
+        return n
 
     def abandon(self, nid: int, reason: str) -> None:
         """Fail a pending agreement whose party can no longer take part (once: asking again
@@ -133,6 +171,7 @@ class Settler:
                 return False
             with anyio.move_on_after(min(remaining, 0.05)):
                 await self._wait_idle()
+            self.expire_unpaid(self.clock())
             self._expire_stale()
         return True
 
@@ -237,6 +276,7 @@ class Settler:
             if pending is None:
                 continue
             pending.invoice = invoice
+            self._unpaid.append((self.clock() + self.pay_timeout_s, a.nid))
             self.metrics.messages["invoice"] += 1
             self.deliver(InvoiceIssued(a.nid, a.seller, a.buyer, 0, a.accept_seq + 1, invoice))
         if failed:
@@ -253,7 +293,8 @@ class Settler:
                 self.metrics.count(self.metrics.rejected, "unexpected_pay")
                 return
             if pay.invoice != pending.invoice or pay.payer != pending.agreement.buyer:
-                failed.append((pay.nid, "invoice_mismatch"))
+                failed.append((pay.nid, "invoice_mismatch"))  # not the invoice it was sent
+                self.on_renege(pay.payer)
                 return
             try:
                 result = await self.rail.pay(pay.payer, pending.invoice)

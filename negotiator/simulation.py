@@ -18,6 +18,7 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
 from agents import Trader, strategy
+from agents.adversaries import adversary
 from agents.population import member_policies, member_strategies, policy_path
 from market import (
     Community,
@@ -25,7 +26,6 @@ from market import (
     Dispatch,
     EnergyCommunity,
     MeanFieldService,
-    Scenario,
     TimeOfUseTariff,
     board_matcher,
     demand_shares,
@@ -35,14 +35,14 @@ from market import (
     jain_index,
     optimum,
 )
+from negotiator.assembly import byzantine, row, scenario
+from negotiator.assembly import rail as make_rail
 from negotiator.bus import LocalBus
 from negotiator.ledger import Ledger
 from negotiator.metrics import Exporter, RunMetrics
 from negotiator.report import RunTrace
 from negotiator.runtime import PRICE_LEVELS, RunReport, Runtime, RuntimeConfig, SlotReport
 from negotiator.settlement import Rail
-from payments import Chain, InProcessRail, LightningNetwork, SimulatedLightning, community_graph
-from payments.cln import ClnNode, ClnRail
 
 MEANFIELD = "meanfield"
 """Bus address of the mean-field service."""
@@ -101,6 +101,19 @@ class SimulationConfig(BaseModel):
         description="scenario runs: meanfield (devices follow the mean-field planner, traders"
         " read guidance) or naive (devices run selfishly, fixed linear strategy, no guidance)",
     )
+    byzantine: str | None = Field(
+        None,
+        description="Byzantine members: malformed, replay, spam, renege, misreport,"
+        " counterfeit, all (each in turn), or absent (they sit out: the baseline)",
+    )
+    byzantine_share: float = Field(
+        0.2, ge=0.0, le=1.0, description="share of the members that are Byzantine"
+    )
+    location: Literal["mean", "median", "trimmed"] = Field(
+        "mean",
+        description="the mean-field service's location statistic: median and trimmed are"
+        " robust to false state reports",
+    )
     runtime: RuntimeConfig = Field(default_factory=RuntimeConfig)
 
     @property
@@ -119,6 +132,8 @@ class SimulationConfig(BaseModel):
                 raise ValueError(f"no policy file at {self.learned}")
         elif self.strategy != "mixed":
             strategy(self.strategy)
+        if self.byzantine is not None:
+            adversary(self.byzantine, 0)
         if self.rail == "cln" and not self.cln_nodes:
             raise ValueError("--rail cln needs nodes: --cln NAME=SOCKET (repeat) or --cln-dir")
 
@@ -174,6 +189,8 @@ class Simulation:
     slot_price_levels: list[tuple[float, ...]] = field(default_factory=list)
     population: list[dict[str, list[int]]] = field(default_factory=list)
     """Per slot: the mean-field service's histogram of net positions per type."""
+    adversaries: dict[int, str] = field(default_factory=dict)
+    """Byzantine members and their behaviour (``config.byzantine``)."""
     reference: dict[str, np.ndarray] = field(default_factory=dict)
     """Scenario runs, after the summary: the grid-only and the optimal imports per slot."""
 
@@ -369,11 +386,11 @@ class Simulation:
 def build(config: SimulationConfig, *, metrics: RunMetrics | None = None) -> Simulation:
     """Assemble a run: community, traders, rail, ledger, mean-field service, runtime."""
     root = np.random.default_rng(config.seed)
-    community_rng, strategy_rng, match_rng = root.spawn(3)
+    community_rng, strategy_rng, match_rng, byzantine_rng = root.spawn(4)
     energy: EnergyCommunity | None = None
     devices: Dispatch | None = None
     if config.scenario is not None:
-        energy, devices, community, tariff = _scenario(config, community_rng)
+        energy, devices, community, tariff = scenario(config, community_rng)
         if config.market == "naive":  # one fixed linear strategy, no policy
             strategies = [strategy("linear")] * energy.agents
         else:
@@ -402,11 +419,12 @@ def build(config: SimulationConfig, *, metrics: RunMetrics | None = None) -> Sim
         strategy_rng,
     )
     deadline_s = config.runtime.deadline_ms / 1000.0
+    attackers = byzantine(config, community.spec.agents, byzantine_rng)
     traders = [
-        Trader(
+        attackers.get(i, Trader)(
             i,
             community.agent_types[i],
-            _row(community.net_wh[i]),
+            row(community.net_wh[i]),
             tariff,
             strategies[i],
             max_rounds=config.max_rounds,
@@ -420,7 +438,7 @@ def build(config: SimulationConfig, *, metrics: RunMetrics | None = None) -> Sim
     funding = need_wh * tariff.peak // 1000 * 2 + 1_000_000
     surplus_wh = np.clip(-community.net_wh, 0, None).sum(axis=1)
     inbound = surplus_wh * tariff.peak // 1000 * 2 + 1_000_000  # room to be paid for sales
-    rail = _rail(
+    rail = make_rail(
         config,
         {i: int(f) for i, f in enumerate(funding)},
         {i: int(f) for i, f in enumerate(inbound)},
@@ -428,7 +446,7 @@ def build(config: SimulationConfig, *, metrics: RunMetrics | None = None) -> Sim
     path = config.ledger or str(Path(tempfile.mkdtemp(prefix="negotiator-")) / "ledger.sqlite")
     ledger = Ledger(path)
     bus = LocalBus(config.runtime.inbox_size)
-    service = MeanFieldService()
+    service = MeanFieldService(location=config.location)
     bus.serve(MEANFIELD, service.handle)
     metrics = metrics or RunMetrics()
     metrics.population = service.gauges
@@ -444,52 +462,15 @@ def build(config: SimulationConfig, *, metrics: RunMetrics | None = None) -> Sim
         population=None if config.market == "naive" else MEANFIELD,
     )
     return Simulation(
-        config, community, tariff, traders, rail, ledger, service, runtime, energy, devices
+        config,
+        community,
+        tariff,
+        traders,
+        rail,
+        ledger,
+        service,
+        runtime,
+        energy,
+        devices,
+        adversaries={i: cls.__name__.lower() for i, cls in attackers.items()},
     )
-
-
-def _scenario(
-    config: SimulationConfig, rng: np.random.Generator
-) -> tuple[EnergyCommunity, Dispatch, Community, TimeOfUseTariff]:
-    """Realise the scenario and run its devices: the members' positions become the traders'."""
-    assert config.scenario is not None
-    scenario = Scenario.load(config.scenario)
-    energy = scenario.realise(rng)
-    devices = dispatch(energy, "selfish" if config.market == "naive" else "meanfield")
-    tariff = scenario.tou()
-    spec = CommunitySpec(
-        agents=scenario.agents, slots=scenario.slots, slots_per_day=scenario.slots_per_day
-    )
-    load = np.rint(energy.load_wh).astype(np.int64)
-    community = Community(spec, energy.agent_types, load, load - devices.net_wh, devices.net_wh)
-    return energy, devices, community, tariff
-
-
-def _rail(config: SimulationConfig, funding: dict[int, int], inbound: dict[int, int]) -> Rail:
-    """The settlement rail: a simulated Lightning community on hubs (default), real Core
-    Lightning nodes with the agents spread over them, or plain balances."""
-    if config.rail == "inprocess":
-        return InProcessRail(funding, seed=config.seed)
-    if config.rail == "cln":
-        nodes = [ClnNode(name, path) for name, path in sorted(config.cln_nodes.items())]
-        node_of = {agent: agent % len(nodes) for agent in funding}  # many agents per node
-        return ClnRail(nodes, node_of, accounts=funding, mode=config.settlement, seed=config.seed)
-    graph, placement = community_graph(
-        funding,
-        inbound=inbound,
-        hubs=config.hubs,
-        own_nodes=config.placement == "node",
-        seed=config.seed,
-    )
-    chain = Chain()
-    hubs = set(placement.hubs)
-    for node in range(len(graph.nodes)):  # on-chain savings for splices and fallback payments
-        chain.fund(node, 1_000_000_000 if node in hubs else 100_000_000)
-    network = LightningNetwork(graph, chain)
-    accounts = funding if config.placement == "hub" else None
-    return SimulatedLightning(network, placement, accounts=accounts, seed=config.seed)
-
-
-def _row(values: np.ndarray) -> Callable[[int], int]:
-    row: list[int] = values.tolist()
-    return row.__getitem__

@@ -9,7 +9,7 @@ from typing import Any
 from negotiator.actor import Effect, Position
 from negotiator.bus import LocalBus
 from negotiator.ledger import Agreement
-from negotiator.messages import SYSTEM, Accept, Counter, Side, Terms, Timeout
+from negotiator.messages import SYSTEM, Accept, Counter, Paid, Propose, Side, Terms, Timeout
 from negotiator.metrics import RunMetrics
 from negotiator.router import Flight, Router
 
@@ -49,7 +49,9 @@ def setup() -> tuple[Router, LocalBus, list[Agreement], dict[int, asyncio.Queue[
     )
     inboxes = {address: bus.inbox(address) for address in (1, 2)}
     router.open(Flight(7, 0, 1, 2, Side.BUY, 100, deadline=10.0))
-    inboxes[1].get_nowait()  # the Start
+    start = inboxes[1].get_nowait()
+    router.handle(Scripted(1, [(Propose(7, 1, 2, 1, 1, Side.BUY, T),)]), start)
+    inboxes[2].get_nowait()  # the buyer's opening offer, on the table
     return router, bus, agreements, inboxes
 
 
@@ -64,7 +66,9 @@ def test_an_accept_after_the_runtime_expired_the_negotiation_is_void() -> None:
     router, _bus, agreements, inboxes = setup()
     seller = Scripted(2, [(Accept(7, 2, 1, 1, 2, T),)])
     router.expire(7)  # the deadline passed: Timeout to both
-    router.handle(seller, Counter(7, 1, 2, 1, 1, T))  # the seller answers a message in flight
+    router.handle(
+        seller, Propose(7, 1, 2, 1, 1, Side.BUY, T)
+    )  # the seller answers a message in flight
     assert agreements == []
     assert router.metrics.late == {"accept": 1}
     assert router.metrics.outcomes == {"expired": 1}
@@ -75,7 +79,7 @@ def test_an_accept_after_the_runtime_expired_the_negotiation_is_void() -> None:
 def test_an_accept_before_the_deadline_is_an_agreement_and_no_timeout_follows() -> None:
     router, _bus, agreements, inboxes = setup()
     seller = Scripted(2, [(Accept(7, 2, 1, 1, 2, T),)])
-    router.handle(seller, Counter(7, 1, 2, 1, 1, T))
+    router.handle(seller, Propose(7, 1, 2, 1, 1, Side.BUY, T))
     router.expire(7)  # too late: nothing to expire
     assert [a.nid for a in agreements] == [7]
     assert router.metrics.late == {}
@@ -85,7 +89,7 @@ def test_an_accept_before_the_deadline_is_an_agreement_and_no_timeout_follows() 
 
 def test_late_counters_are_dropped_not_relayed() -> None:
     router, _bus, _agreements, inboxes = setup()
-    buyer = Scripted(1, [(Counter(7, 1, 2, 2, 3, T),)])
+    buyer = Scripted(1, [(Counter(7, 1, 2, 2, 3, T),)])  # it was the seller's turn anyway
     router.expire(7)
     router.handle(buyer, Timeout(7, SYSTEM, 1, 0, 0))
     assert router.metrics.late == {"counter": 1}
@@ -98,9 +102,42 @@ def test_the_slot_waits_until_the_last_closing_move_reaches_the_peer() -> None:
     router.on_quiet = lambda: quiet.append(True)
     seller = Scripted(2, [(Accept(7, 2, 1, 1, 2, T),)])
     buyer = Scripted(1, [])
-    router.handle(seller, Counter(7, 1, 2, 1, 1, T))
+    router.handle(seller, Propose(7, 1, 2, 1, 1, Side.BUY, T))
     assert router.flights == {} and router.closing == {7: 1}  # ended, but not yet delivered
     assert quiet == []
     (accept,) = drain(inboxes[1])
     router.handle(buyer, accept)
     assert router.closing == {} and quiet == [True] and buyer.seen == [accept]
+
+
+def test_the_router_referees_turns_parties_and_the_offer_on_the_table() -> None:
+    """Moves out of turn, by a non-party, in another's name, accepting other terms, or
+    settlement messages from an agent are refused and never relayed; enough refusals and the
+    sender is out of the market."""
+    router, _bus, agreements, inboxes = setup()
+    router.max_strikes = 5
+    other = Terms("energy", 100, 1, 0, 1)
+    cases = [
+        (Scripted(1, [(Counter(7, 1, 2, 2, 2, T),)]), "out_of_turn"),  # the buyer moved last
+        (Scripted(3, [(Counter(7, 3, 2, 2, 2, T),)]), "not_a_party"),
+        (Scripted(3, [(Counter(7, 1, 2, 2, 2, T),)]), "forged_sender"),
+        (Scripted(2, [(Accept(7, 2, 1, 1, 2, other),)]), "terms_mismatch"),
+        (Scripted(1, [(Paid(7, 1, 2, 0, 3, "00" * 32, "00" * 32, 0),)]), "forged_settlement"),
+    ]
+    for agent, reason in cases:
+        router.handle(agent, Timeout(7, SYSTEM, agent.address, 0, 0))
+        assert router.metrics.rejected.get(reason) == 1, reason
+    assert agreements == [] and drain(inboxes[1]) == [] and drain(inboxes[2]) == []
+    liar = Scripted(2, [(Accept(7, 2, 1, 1, 2, other),)] * 5)
+    for _ in range(4):  # its fifth refusal
+        router.handle(liar, Timeout(7, SYSTEM, 2, 0, 0))
+    assert 2 in router.retired and router.metrics.excluded == {"refused_messages": 1}
+
+
+def test_one_message_cannot_be_turned_into_a_flood() -> None:
+    router, _bus, _agreements, inboxes = setup()
+    flood = [Counter(7, 2, 1, 2, 2 + i, T) for i in range(20)]
+    router.handle(Scripted(2, [flood]), Timeout(7, SYSTEM, 2, 0, 0))
+    assert router.metrics.rejected["rate_limited"] == 1
+    assert len(drain(inboxes[1])) == 1  # the first is a legal counter; the rest out of turn
+    assert router.metrics.rejected["out_of_turn"] == router.max_effects - 1

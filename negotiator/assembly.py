@@ -1,0 +1,85 @@
+"""Parts of a simulated run that come from the other packages: the scenario's community and
+devices, the settlement rail, the Byzantine members (a composition root, with simulation)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from agents import Trader
+from agents.adversaries import adversary
+from market import (
+    Community,
+    CommunitySpec,
+    Dispatch,
+    EnergyCommunity,
+    Scenario,
+    TimeOfUseTariff,
+    dispatch,
+)
+from negotiator.settlement import Rail
+from payments import Chain, InProcessRail, LightningNetwork, SimulatedLightning, community_graph
+from payments.cln import ClnNode, ClnRail
+
+if TYPE_CHECKING:
+    from negotiator.simulation import SimulationConfig
+
+
+def byzantine(
+    config: SimulationConfig, agents: int, rng: np.random.Generator
+) -> dict[int, type[Trader]]:
+    """Which members are Byzantine, and with what behaviour (``config.byzantine``)."""
+    if config.byzantine is None:
+        return {}
+    count = round(config.byzantine_share * agents)
+    chosen = sorted(int(i) for i in rng.choice(agents, size=count, replace=False))
+    return {i: adversary(config.byzantine, k) for k, i in enumerate(chosen)}
+
+
+def scenario(
+    config: SimulationConfig, rng: np.random.Generator
+) -> tuple[EnergyCommunity, Dispatch, Community, TimeOfUseTariff]:
+    """Realise the scenario and run its devices: the members' positions become the traders'."""
+    assert config.scenario is not None
+    scenario = Scenario.load(config.scenario)
+    energy = scenario.realise(rng)
+    devices = dispatch(energy, "selfish" if config.market == "naive" else "meanfield")
+    tariff = scenario.tou()
+    spec = CommunitySpec(
+        agents=scenario.agents, slots=scenario.slots, slots_per_day=scenario.slots_per_day
+    )
+    load = np.rint(energy.load_wh).astype(np.int64)
+    community = Community(spec, energy.agent_types, load, load - devices.net_wh, devices.net_wh)
+    return energy, devices, community, tariff
+
+
+def rail(config: SimulationConfig, funding: dict[int, int], inbound: dict[int, int]) -> Rail:
+    """The settlement rail: a simulated Lightning community on hubs (default), real Core
+    Lightning nodes with the agents spread over them, or plain balances."""
+    if config.rail == "inprocess":
+        return InProcessRail(funding, seed=config.seed)
+    if config.rail == "cln":
+        nodes = [ClnNode(name, path) for name, path in sorted(config.cln_nodes.items())]
+        node_of = {agent: agent % len(nodes) for agent in funding}  # many agents per node
+        return ClnRail(nodes, node_of, accounts=funding, mode=config.settlement, seed=config.seed)
+    graph, placement = community_graph(
+        funding,
+        inbound=inbound,
+        hubs=config.hubs,
+        own_nodes=config.placement == "node",
+        seed=config.seed,
+    )
+    chain = Chain()
+    hubs = set(placement.hubs)
+    for node in range(len(graph.nodes)):  # on-chain savings for splices and fallback payments
+        chain.fund(node, 1_000_000_000 if node in hubs else 100_000_000)
+    network = LightningNetwork(graph, chain)
+    accounts = funding if config.placement == "hub" else None
+    return SimulatedLightning(network, placement, accounts=accounts, seed=config.seed)
+
+
+def row(values: np.ndarray) -> Callable[[int], int]:
+    row: list[int] = values.tolist()
+    return row.__getitem__
