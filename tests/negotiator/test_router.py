@@ -9,7 +9,17 @@ from typing import Any
 from negotiator.actor import Effect, Position
 from negotiator.bus import LocalBus
 from negotiator.ledger import Agreement
-from negotiator.messages import SYSTEM, Accept, Counter, Paid, Propose, Side, Terms, Timeout
+from negotiator.messages import (
+    SYSTEM,
+    Accept,
+    Counter,
+    Paid,
+    Propose,
+    Side,
+    Terms,
+    Timeout,
+    Withdraw,
+)
 from negotiator.metrics import RunMetrics
 from negotiator.router import Flight, Router
 
@@ -127,8 +137,10 @@ def test_the_router_referees_turns_parties_and_the_offer_on_the_table() -> None:
     for agent, reason in cases:
         router.handle(agent, Timeout(7, SYSTEM, agent.address, 0, 0))
         assert router.metrics.rejected.get(reason) == 1, reason
-    assert agreements == [] and drain(inboxes[1]) == [] and drain(inboxes[2]) == []
-    liar = Scripted(2, [(Accept(7, 2, 1, 1, 2, other),)] * 5)
+    assert agreements == [] and drain(inboxes[2]) == []
+    # the seller spent its turn on a false Accept: the negotiation is closed for the buyer
+    assert [type(m) for m in drain(inboxes[1])] == [Withdraw] and 7 not in router.flights
+    liar = Scripted(2, [(Counter(7, 1, 2, 2, 2, T),)] * 5)  # in the buyer's name
     for _ in range(4):  # its fifth refusal
         router.handle(liar, Timeout(7, SYSTEM, 2, 0, 0))
     assert 2 in router.retired and router.metrics.excluded == {"refused_messages": 1}
