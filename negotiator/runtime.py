@@ -23,10 +23,8 @@ from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 import anyio
-import msgspec
 import numpy as np
 import structlog
-from pydantic import BaseModel, ConfigDict, Field
 
 from negotiator.actor import Agent, Matcher, Position
 from negotiator.bus import LocalBus
@@ -43,101 +41,11 @@ from negotiator.messages import (
 )
 from negotiator.metrics import RunMetrics
 from negotiator.router import Flight, Router
+from negotiator.runtime_types import PRICE_LEVELS, RunReport, RuntimeConfig, SlotReport
 from negotiator.settlement import Rail
 from negotiator.settler import Settler
 
 _log = structlog.get_logger(__name__)
-
-
-class RuntimeConfig(BaseModel):
-    """How the runtime runs (not what it simulates)."""
-
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
-    engine: str = Field("task", pattern="^(task|shard)$", description="task or shard engine")
-    shards: int = Field(1, ge=1, description="dispatchers for the shard engine")
-    inbox_size: int = Field(1024, ge=1, description="capacity of each agent's inbox")
-    max_in_flight: int = Field(500, ge=1, description="negotiations open at once, at most")
-    deadline_ms: float = Field(5000.0, gt=0, description="wall-clock limit of one negotiation")
-    slot_timeout_s: float = Field(120.0, gt=0, description="gate closure: wall time per slot")
-    settle_workers: int = Field(1, ge=1, description="settlement batches in progress at once")
-    settle_batch: int = Field(8192, ge=1, description="settlement jobs per batch, at most")
-    settle_timeout_s: float = Field(30.0, gt=0, description="time to settle before failing")
-    max_settling: int = Field(
-        20_000,
-        ge=1,
-        description="agreements waiting for settlement before the next slot waits for them",
-    )
-    population_timeout_s: float = Field(10.0, gt=0, description="mean-field request timeout")
-    max_agent_failures: int = Field(3, ge=1, description="handler exceptions before retirement")
-    pay_timeout_s: float = Field(
-        5.0, gt=0, description="time a buyer has to pay its invoice before it has reneged"
-    )
-    max_reneges: int = Field(
-        1, ge=1, description="unpaid agreements before a buyer is excluded from the market"
-    )
-    max_effects: int = Field(8, ge=1, description="effects one handler call may return, at most")
-    max_strikes: int = Field(
-        3, ge=1, description="messages refused by the runtime before their sender is excluded"
-    )
-    grace_s: float = Field(10.0, ge=0, description="time to finish in-flight work on shutdown")
-
-
-PRICE_LEVELS = (0.1, 0.25, 0.5, 0.75, 0.9)
-"""The quantiles of a slot's agreed prices that :class:`SlotReport` carries."""
-
-
-class SlotReport(msgspec.Struct, frozen=True):
-    """What happened in one slot (for progress displays)."""
-
-    slot: int
-    negotiations: int
-    agreements: int
-    duration_s: float
-    traded: int = 0
-    """Units agreed in the slot."""
-    prices: tuple[float, ...] = ()
-    """Agreed prices' p10, p25, p50, p75 and p90 (msat per 1,000 units); empty without trades."""
-
-
-class RunReport(msgspec.Struct, frozen=True):
-    """The machine-readable summary of a run."""
-
-    engine: str
-    agents: int
-    slots: int
-    negotiations: int
-    agreements: int
-    agreement_rate: float
-    outcomes: dict[str, int]
-    messages: int
-    messages_per_negotiation: float
-    latency_ms: dict[str, float]
-    settle_latency_ms: dict[str, float]
-    offers_per_s: float
-    negotiations_per_s: float
-    settled: int
-    failed_settlements: int
-    failure_reasons: dict[str, int]
-    traded_wh: int
-    paid_msat: int
-    fees_msat: int
-    rejected_messages: dict[str, int]
-    late_messages: dict[str, int]
-    """Moves that came after the runtime had closed their negotiation (void, not relayed)."""
-    agent_failures: int
-    overflow: int
-    wall_s: float
-    negotiation_s: float
-    ledger_path: str
-    ledger_digest: str
-    interrupted: bool
-    rail: str = "none"
-    payments: dict[str, Any] = {}
-    """The rail's payment statistics (success rate, fees, parts, hops, latency, utilization)."""
-    excluded: dict[str, int] = {}
-    """Agents the runtime excluded from the market, by reason (``refused_messages``:
-    forged, out-of-turn or flooding moves; ``reneged``: invoices left unpaid)."""
 
 
 class Runtime:
@@ -554,3 +462,6 @@ class Runtime:
             payments=m.payments.summary() if m.payments is not None else {},
             excluded=dict(sorted(m.excluded.items())),
         )
+
+
+__all__ = ["PRICE_LEVELS", "RunReport", "Runtime", "RuntimeConfig", "SlotReport"]
