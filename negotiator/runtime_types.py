@@ -30,7 +30,10 @@ class RuntimeConfig(BaseModel):
     population_timeout_s: float = Field(10.0, gt=0, description="mean-field request timeout")
     max_agent_failures: int = Field(3, ge=1, description="handler exceptions before retirement")
     pay_timeout_s: float = Field(
-        5.0, gt=0, description="time a buyer has to pay its invoice before it has reneged"
+        30.0,
+        gt=0,
+        description="time a buyer has to pay its invoice before it has reneged (a buyer that"
+        " handles its invoice without paying has reneged at once)",
     )
     max_reneges: int = Field(
         1, ge=1, description="unpaid agreements before a buyer is excluded from the market"

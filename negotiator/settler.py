@@ -61,7 +61,7 @@ class Settler:
         batch: int = 512,
         workers: int = 1,
         timeout_s: float = 30.0,
-        pay_timeout_s: float = 5.0,
+        pay_timeout_s: float = 30.0,
         on_renege: Callable[[int], None] = lambda payer: None,
         clock: Callable[[], float] = time.perf_counter,
     ) -> None:
