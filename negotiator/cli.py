@@ -282,9 +282,8 @@ def _execute(
             raise typer.Exit(1) from None
         finally:
             sim.close()
-        del sim  # the baseline builds a second community: free the first one's memory (the
-        gc.unfreeze()  # runtime froze it out of the collector's sight; its cycles go now)
-        gc.collect()
+        del sim  # the baseline builds a second community: free the first one's memory (closing
+        gc.collect()  # the run gave its population back to the collector)
         naive = None
         if config.scenario is not None and baselines and not summary.run.interrupted:
             progress.update(task, completed=0, description="naive", info="naive baseline")

@@ -379,8 +379,9 @@ class Simulation:
         )
 
     def close(self) -> None:
-        """Close the ledger."""
+        """Close the ledger and let the collector have the population again."""
         self.ledger.close()
+        self.runtime.close()
 
 
 def build(config: SimulationConfig, *, metrics: RunMetrics | None = None) -> Simulation:
