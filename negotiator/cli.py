@@ -19,6 +19,7 @@ from rich.table import Table
 
 from market.reports import lq_report, mfg_report
 from negotiator import log, report
+from negotiator.cluster_cli import run_cluster, worker
 from negotiator.errors import RecoveryError
 from negotiator.live import LiveView
 from negotiator.metrics import Exporter
@@ -137,9 +138,19 @@ def simulate(
             " crash or kill, `negotiator resume DIR` goes on without paying anything twice."
         ),
     ] = None,
+    workers: Annotated[
+        int | None,
+        typer.Option(help="Shard the community over N worker processes on NATS (--nats)."),
+    ] = None,
+    nats: Annotated[str | None, typer.Option(help="NATS server URL for --workers.")] = None,
+    spawn: Annotated[
+        bool, typer.Option(help="--workers: start the workers here (else print how to).")
+    ] = True,
 ) -> None:
     """Run a simulated energy community: negotiate every slot, settle every agreement."""
     log.configure(log_level)
+    if (workers is None) != (nats is None):
+        raise typer.BadParameter("--workers and --nats go together")
     if state is not None and ledger is not None:
         raise typer.BadParameter("--state keeps the ledger in its directory: drop --ledger")
     if state is not None and rail == "cln":
@@ -174,6 +185,12 @@ def simulate(
         )
     except (ValidationError, ValueError) as exc:
         raise typer.BadParameter(str(exc)) from None
+    if workers is not None and nats is not None:
+        if state is not None:
+            config = config.model_copy(update={"ledger": None})
+        run_cluster(config, workers, nats, spawn=spawn, state=state, quiet=quiet,
+                    json_out=json_out, log_level=log_level)  # fmt: skip
+        return
     if state is not None:
         try:
             StateDir(state).create(config.model_dump(mode="json"))
@@ -446,6 +463,7 @@ def train(
 
 
 app.add_typer(regtest_app, name="regtest")
+app.command()(worker)
 
 if __name__ == "__main__":  # pragma: no cover
     app()

@@ -207,7 +207,8 @@ class TradeReport(msgspec.Struct, frozen=True, gc=False, tag_field="kind", tag="
 class SnapshotQuery(msgspec.Struct, frozen=True, gc=False, tag_field="kind", tag="snapshot_query"):
     """Ask the mean-field service for its current snapshot."""
 
-    slot: NonNeg
+    slot: Annotated[int, msgspec.Meta(ge=-1, le=INT64_MAX)]
+    """The slot about to open (-1: before the first, what the service knew before the run)."""
 
 
 NegotiationMessage = Propose | Counter | Accept | Reject | Withdraw

@@ -191,6 +191,8 @@ class Simulation:
     """Per slot: the mean-field service's histogram of net positions per type."""
     adversaries: dict[int, str] = field(default_factory=dict)
     """Byzantine members and their behaviour (``config.byzantine``)."""
+    members: range = range(0)
+    """The members trading in this run (a shard's neighbourhood, or everyone)."""
     reference: dict[str, np.ndarray] = field(default_factory=dict)
     """Scenario runs, after the summary: the grid-only and the optimal imports per slot."""
 
@@ -245,7 +247,7 @@ class Simulation:
     def _summary(self, report: RunReport) -> Summary:
         traders = self.traders
         cost = sum(t.cost_msat - t.revenue_msat for t in traders)
-        net = self.community.net_wh[:, : report.slots]
+        net = self.community.net_wh[self.members.start : self.members.stop, : report.slots]
         grid_only = 0
         for slot in range(report.slots):
             imp, exp = self.tariff(slot)
@@ -384,10 +386,37 @@ class Simulation:
         self.runtime.close()
 
 
-def build(config: SimulationConfig, *, metrics: RunMetrics | None = None) -> Simulation:
-    """Assemble a run: community, traders, rail, ledger, mean-field service, runtime."""
+def members(agents: int, shard: tuple[int, int] | None) -> range:
+    """The members of ``shard`` (i, n): the i-th of n contiguous blocks of addresses, its
+    neighbourhood (every member when None)."""
+    if shard is None:
+        return range(agents)
+    i, n = shard
+    if not 0 <= i < n or n > agents:
+        raise ValueError(f"shard {i}/{n} does not exist for {agents} members")
+    return range(i * agents // n, (i + 1) * agents // n)
+
+
+def build(
+    config: SimulationConfig,
+    *,
+    metrics: RunMetrics | None = None,
+    shard: tuple[int, int] | None = None,
+    bus: LocalBus | None = None,
+) -> Simulation:
+    """Assemble a run: community, traders, rail, ledger, mean-field service, runtime.
+
+    With ``shard`` (i, n) only that neighbourhood's members trade here, among themselves
+    (:mod:`negotiator.cluster`); the community is drawn whole, the same in every shard. A given
+    ``bus`` must route :data:`MEANFIELD` itself (to the coordinator's service); otherwise the
+    service runs on a LocalBus of the run's own.
+    """
+    if shard is not None and config.scenario is not None:
+        raise ValueError("sharded runs take the synthetic community, not a --scenario")
     root = np.random.default_rng(config.seed)
     community_rng, strategy_rng, match_rng, byzantine_rng = root.spawn(4)
+    if shard is not None:
+        match_rng = match_rng.spawn(shard[1])[shard[0]]
     energy: EnergyCommunity | None = None
     devices: Dispatch | None = None
     if config.scenario is not None:
@@ -421,6 +450,7 @@ def build(config: SimulationConfig, *, metrics: RunMetrics | None = None) -> Sim
     )
     deadline_s = config.runtime.deadline_ms / 1000.0
     attackers = byzantine(config, community.spec.agents, byzantine_rng)
+    here = members(community.spec.agents, shard)
     traders = [
         attackers.get(i, Trader)(
             i,
@@ -432,23 +462,20 @@ def build(config: SimulationConfig, *, metrics: RunMetrics | None = None) -> Sim
             deadline_s=deadline_s,
             policy=policies[i],
         )
-        for i in range(community.spec.agents)
+        for i in here
     ]
     # Fund every account for its whole need at the peak price, with room to spare.
     need_wh = np.clip(community.net_wh, 0, None).sum(axis=1)
     funding = need_wh * tariff.peak // 1000 * 2 + 1_000_000
     surplus_wh = np.clip(-community.net_wh, 0, None).sum(axis=1)
     inbound = surplus_wh * tariff.peak // 1000 * 2 + 1_000_000  # room to be paid for sales
-    rail = make_rail(
-        config,
-        {i: int(f) for i, f in enumerate(funding)},
-        {i: int(f) for i, f in enumerate(inbound)},
-    )
+    rail = make_rail(config, {i: int(funding[i]) for i in here}, {i: int(inbound[i]) for i in here})
     path = config.ledger or str(Path(tempfile.mkdtemp(prefix="negotiator-")) / "ledger.sqlite")
     ledger = Ledger(path)
-    bus = LocalBus(config.runtime.inbox_size)
     service = MeanFieldService(location=config.location)
-    bus.serve(MEANFIELD, service.handle)
+    if bus is None:
+        bus = LocalBus(config.runtime.inbox_size)
+        bus.serve(MEANFIELD, service.handle)
     metrics = metrics or RunMetrics()
     metrics.population = service.gauges
     runtime = Runtime(
@@ -473,5 +500,6 @@ def build(config: SimulationConfig, *, metrics: RunMetrics | None = None) -> Sim
         runtime,
         energy,
         devices,
-        adversaries={i: cls.__name__.lower() for i, cls in attackers.items()},
+        adversaries={i: cls.__name__.lower() for i, cls in attackers.items() if i in here},
+        members=here,
     )

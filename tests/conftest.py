@@ -9,6 +9,7 @@ from collections.abc import Iterator
 import pytest
 
 from negotiator import log
+from tests.natsserver import nats_server  # noqa: F401  (a fixture for the NATS tests)
 
 _BACKENDS = [pytest.param(("asyncio", {"use_uvloop": False}), id="asyncio")]
 if importlib.util.find_spec("uvloop") is not None:
