@@ -12,7 +12,9 @@ market (advertises, gets matched, negotiates) and its attack meets the defences 
   mean-field service and the board (false state reports);
 - ``counterfeit``: once agreed, it sends its peer an invoice of its own (its own payee, a payment
   hash it made up) and, as a buyer, a Paid it never paid;
-- ``absent``: not an attack: the member sits out (the baseline "the same run without them").
+- ``absent``: not an attack: the member sits out (the baseline "the same run without them");
+- ``honest``: not an attack either: the same members trade honestly (the control that tells an
+  attack's damage from the competition the attackers bring by trading at all).
 
 The defences are the runtime's (:mod:`negotiator.router`, :mod:`negotiator.settler`) and the
 mean-field service's robust location; none of these classes is special-cased anywhere.
@@ -185,14 +187,16 @@ BEHAVIOURS: Final[dict[str, type[Trader]]] = {
 
 def adversary(name: str, index: int) -> type[Trader]:
     """The class of the ``index``-th Byzantine member for ``name``: one behaviour, ``all``
-    (the behaviours in turn), or ``absent``."""
+    (the behaviours in turn), ``absent`` or ``honest``."""
     if name == "absent":
         return Absent
+    if name == "honest":
+        return Trader
     if name == "all":
         kinds = list(BEHAVIOURS.values())
         return kinds[index % len(kinds)]
     if name not in BEHAVIOURS:
-        choices = ", ".join([*BEHAVIOURS, "all", "absent"])
+        choices = ", ".join([*BEHAVIOURS, "all", "absent", "honest"])
         raise ValueError(f"unknown Byzantine behaviour {name!r}; choose from {choices}")
     return BEHAVIOURS[name]
 

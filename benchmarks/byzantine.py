@@ -1,8 +1,11 @@
 """Byzantine members against the honest market: what a fifth of malicious agents costs the rest.
 
 The same community (synthetic, ``make run``'s kind) is run once with the chosen members absent
-(they sit out: "the same run without them") and once with them attacking, per behaviour and with
-all behaviours at once. Among the honest members only:
+(they sit out: "the same run without them"), once with the same members trading honestly (the
+control), and once with them attacking, per behaviour and with all behaviours at once. The
+drops are against the run without them (``*_drop``) and against the control
+(``*_drop_vs_honest``: the attack's own damage, without the competition that the same members
+bring by trading honestly in the roles their attack leaves alone). Among the honest members only:
 
 - ``efficiency``: their gains from trade, what they would pay trading with the grid alone less
   what they paid (grid and peers), in msat; ``efficiency_drop`` is its relative fall;
@@ -124,26 +127,31 @@ def main() -> None:
     args = parser.parse_args()
     log.configure("error")
     base = run("absent", args)
+    control = run("honest", args)
     result: dict[str, Any] = {
         "fraction": args.fraction,
         "agents": args.agents,
         "slots": args.slots,
         "location": args.location,
         "baseline": base,
+        "control": control,
         "behaviours": {},
     }
+
+    def drop(attacked: dict[str, Any], reference: dict[str, Any], key: str) -> float:
+        return round(1 - attacked[key] / reference[key], 6) if reference[key] else 0.0
+
     for behaviour in args.only or [*BEHAVIOURS, "all"]:
         attacked = run(behaviour, args)
-        attacked["efficiency_drop"] = round(
-            1 - attacked["efficiency_msat"] / base["efficiency_msat"], 6
-        )
-        attacked["agreement_rate_drop"] = round(
-            1 - attacked["agreement_rate"] / base["agreement_rate"], 6
-        )
+        attacked["efficiency_drop"] = drop(attacked, base, "efficiency_msat")
+        attacked["agreement_rate_drop"] = drop(attacked, base, "agreement_rate")
+        attacked["efficiency_drop_vs_honest"] = drop(attacked, control, "efficiency_msat")
+        attacked["agreement_rate_drop_vs_honest"] = drop(attacked, control, "agreement_rate")
         result["behaviours"][behaviour] = attacked
         if not args.json:
             print(
                 f"{behaviour:12s} efficiency_drop {attacked['efficiency_drop']:+.4f}"
+                f" (vs honest {attacked['efficiency_drop_vs_honest']:+.4f})"
                 f"  agreement_rate_drop {attacked['agreement_rate_drop']:+.4f}"
                 f"  overpaid {attacked['honest_overpaid_msat']}  excluded {attacked['excluded']}"
                 f"  crashed {attacked['crashed']}  {attacked['wall_s']} s",
@@ -151,6 +159,9 @@ def main() -> None:
             )
     worst = max(abs(b["efficiency_drop"]) for b in result["behaviours"].values())
     result["max_efficiency_drop"] = worst
+    result["max_efficiency_drop_vs_honest"] = max(
+        b["efficiency_drop_vs_honest"] for b in result["behaviours"].values()
+    )
     result["max_agreement_rate_drop"] = max(
         abs(b["agreement_rate_drop"]) for b in result["behaviours"].values()
     )

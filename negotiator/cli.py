@@ -127,7 +127,7 @@ def simulate(
         str | None,
         typer.Option(
             help="Byzantine members: malformed, replay, spam, renege, misreport, counterfeit,"
-            " all, or absent (they sit out)."
+            " all, absent (they sit out) or honest (the control)."
         ),
     ] = None,
     byzantine_share: Annotated[float, typer.Option(help="Share of Byzantine members.")] = 0.2,

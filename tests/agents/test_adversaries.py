@@ -8,6 +8,7 @@ from pathlib import Path
 import anyio
 import pytest
 
+from agents import Trader
 from agents.adversaries import BEHAVIOURS, Absent, Renege, adversary
 from negotiator.simulation import SimulationConfig, build
 
@@ -65,6 +66,7 @@ def test_a_buyer_that_will_not_pay_is_excluded_at_its_first_unpaid_invoice(
 
 def test_behaviours_are_chosen_by_name() -> None:
     assert adversary("renege", 0) is Renege and adversary("absent", 5) is Absent
+    assert adversary("honest", 3) is Trader  # the control: the same members, no attack
     assert {adversary("all", k) for k in range(len(BEHAVIOURS))} == set(BEHAVIOURS.values())
     with pytest.raises(ValueError, match="choose from"):
         adversary("nice", 0)
