@@ -36,8 +36,9 @@ from nats.aio.client import Client
 from nats.aio.msg import Msg
 
 from negotiator.messages import PopulationReport, SnapshotQuery, TradeReport, WireMessage
-from negotiator.natsbus import envelope_decoder
+from negotiator.natsbus import envelope_decoder, shard_identity
 from negotiator.runtime_types import PRICE_LEVELS, SlotReport
+from negotiator.signing import Keyring
 
 _log = structlog.get_logger(__name__)
 
@@ -115,8 +116,13 @@ class Hub:
         config_json: str,
         *,
         on_slot: Callable[[SlotReport], None] | None = None,
+        keyring: Keyring | None = None,
     ) -> None:
         self.service = service
+        self.keyring = keyring
+        """Verifies that each report comes from the shard it names (None: trust the network)."""
+        self.refused = 0
+        """Messages refused: undecodable, from no shard of the run, or not signed by it."""
         self.shards = shards
         self.config_json = config_json
         self.on_slot = on_slot
@@ -144,13 +150,20 @@ class Hub:
     async def _on_message(self, msg: Msg) -> None:
         try:
             envelope = envelope_decoder.decode(msg.data)
+            shard = envelope.shard
+            if not 0 <= shard < self.shards:
+                raise ValueError(f"no shard {shard} in this run")
             message = _hub_decoder.decode(envelope.body)
-        except msgspec.MsgspecError as exc:
+            identity = shard_identity(shard)
+            if (  # a Hello changes nothing: it asks for the configuration, keys come with it
+                self.keyring is not None
+                and not isinstance(message, Hello)
+                and not self.keyring.verify(identity, envelope.body, envelope.signature)
+            ):
+                raise ValueError(f"not signed by {identity}")
+        except (msgspec.MsgspecError, ValueError) as exc:
+            self.refused += 1
             _log.warning("hub_refused", error=str(exc))
-            return
-        shard = envelope.shard
-        if not 0 <= shard < self.shards:
-            _log.warning("hub_refused", error=f"no shard {shard} in this run")
             return
         if isinstance(message, SnapshotQuery):
             self.waiting.setdefault(message.slot, []).append(msg.reply)

@@ -15,6 +15,9 @@ process, and NATS for the rest, behind the same interface (the runtime cannot te
   with back-off until it is (at least once; the service side is idempotent per sender and slot,
   as :mod:`negotiator.cluster` is). A request waits for the sends queued before it, so a
   service sees a sender's reports before its query, across a nats-server restart too.
+- **Authentication** (with a :class:`~negotiator.signing.Keyring`): every agent message in a
+  frame carries its sender's signature, every report to a service its shard's; what does not
+  verify is refused and counted.
 - **Topics**: a publish reaches local subscribers and is published on ``PREFIX.topic.NAME`` for
   the other processes (the connection does not echo its own messages back).
 
@@ -41,18 +44,27 @@ from nats.aio.msg import Msg
 from negotiator.bus import BusAddress, LocalBus
 from negotiator.errors import MessageDecodeError, RequestTimeout
 from negotiator.messages import decode, encode
+from negotiator.signing import Keyring
 
 _log = structlog.get_logger(__name__)
 
 _frame_decoder = msgspec.msgpack.Decoder(list[bytes])
+_signed_frame_decoder = msgspec.msgpack.Decoder(list[tuple[bytes, bytes]])
 _encoder = msgspec.msgpack.Encoder()
 
 
 class Envelope(msgspec.Struct, frozen=True, array_like=True):
-    """What a process sends a remote service: who sends (its shard) and the encoded message."""
+    """What a process sends a remote service: who sends (its shard), the encoded message, and
+    with a keyring the shard's signature over it (:mod:`negotiator.signing`)."""
 
     shard: int
     body: bytes
+    signature: bytes = b""
+
+
+def shard_identity(shard: int) -> str:
+    """The identity a shard signs its reports to services with."""
+    return f"shard-{shard}"
 
 
 envelope_decoder = msgspec.msgpack.Decoder(Envelope)
@@ -96,6 +108,7 @@ class NatsBus(LocalBus):
         try_timeout_s: float = 2.0,
         default_capacity: int = 1024,
         name: str | None = None,
+        keyring: Keyring | None = None,
     ) -> None:
         super().__init__(default_capacity)
         if batch < 1:
@@ -108,10 +121,12 @@ class NatsBus(LocalBus):
         self.batch = batch
         self.try_timeout_s = try_timeout_s
         self.name = name or f"{prefix}.shard.{shard}"
+        self.keyring = keyring
+        """Signs what leaves (agents' messages, the shard's reports) and verifies what comes."""
         self.receive: Callable[[bytes], bool] = self._deliver
         """Takes one received encoded agent message (the runtime sets its ``receive_bytes``)."""
         self.nc: Client | None = None
-        self._frames: dict[int, list[bytes]] = {}
+        self._frames: dict[int, list[Any]] = {}
         self._flush_ready = asyncio.Event()
         self._outbox: deque[_Outgoing] = deque()
         self._outbox_ready = asyncio.Event()
@@ -197,7 +212,14 @@ class NatsBus(LocalBus):
         if shard is None or shard == self.shard:
             return super().send_to_nowait(address, message)  # counted as undeliverable
         frame = self._frames.setdefault(shard, [])
-        frame.append(encode(message))
+        data = encode(message)
+        if self.keyring is None:
+            frame.append(data)
+        else:
+            try:
+                frame.append((data, self.keyring.sign(message.sender, data)))
+            except KeyError:  # only this process's agents sign here
+                return super().send_to_nowait(address, message)  # counted as undeliverable
         self.remote_sent += 1
         if len(frame) >= self.batch or len(frame) == 1:
             self._flush_ready.set()
@@ -298,7 +320,11 @@ class NatsBus(LocalBus):
 
     async def _until_answered(self, item: _Outgoing) -> None:
         remote = self.remote[item.address]
-        data = _encoder.encode(Envelope(self.shard, _encoder.encode(item.message)))
+        body = _encoder.encode(item.message)
+        signature = b""
+        if self.keyring is not None:
+            signature = self.keyring.sign(shard_identity(self.shard), body)
+        data = _encoder.encode(Envelope(self.shard, body, signature))
         attempt = 0
         while not item.future.done():
             assert self.nc is not None
@@ -329,7 +355,10 @@ class NatsBus(LocalBus):
 
     async def _on_frame(self, msg: Msg) -> None:
         try:
-            messages = _frame_decoder.decode(msg.data)
+            if self.keyring is None:
+                messages = _frame_decoder.decode(msg.data)
+            else:
+                messages = self._verified(_signed_frame_decoder.decode(msg.data))
         except msgspec.MsgspecError as exc:
             self.refused += 1
             _log.warning("frame_refused", subject=msg.subject, error=str(exc))
@@ -339,6 +368,25 @@ class NatsBus(LocalBus):
         for data in messages:
             if not receive(data):
                 self.refused += 1
+
+    def _verified(self, signed: list[tuple[bytes, bytes]]) -> list[bytes]:
+        """The messages whose signature is their sender's (the rest refused and counted)."""
+        assert self.keyring is not None
+        out = []
+        for data, signature in signed:
+            try:
+                sender = getattr(decode(data), "sender", None)
+            except MessageDecodeError:
+                sender = None
+            if sender is None:
+                out.append(data)  # not an agent message: refused, counted, logged by ``receive``
+                continue
+            if self.keyring.verify(sender, data, signature):
+                out.append(data)
+            else:
+                self.refused += 1
+                _log.warning("message_refused", reason="signature", sender=sender)
+        return out
 
     def _deliver(self, data: bytes) -> bool:
         try:
@@ -367,4 +415,4 @@ def _log_failure(task: asyncio.Task[None]) -> None:
         _log.warning("publish_failed", error=repr(task.exception()))
 
 
-__all__ = ["Envelope", "NatsBus", "Remote", "backoff", "envelope_decoder"]
+__all__ = ["Envelope", "NatsBus", "Remote", "backoff", "envelope_decoder", "shard_identity"]

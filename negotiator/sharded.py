@@ -23,7 +23,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Hashable, Iterable
 from pathlib import Path
 from typing import Any
 
@@ -34,10 +34,12 @@ import structlog
 from market import MeanFieldService, Snapshot
 from negotiator.cluster import HUB, Hello, Hub, Join, ShardDone, SlotDone, merge, subject
 from negotiator.errors import NegotiatorError
-from negotiator.natsbus import NatsBus, Remote, backoff
+from negotiator.natsbus import NatsBus, Remote, backoff, shard_identity
 from negotiator.recovery import StateDir, checkpointer, restore, rows_after
 from negotiator.runtime_types import SlotReport
+from negotiator.signing import Keyring
 from negotiator.simulation import MEANFIELD, SimulationConfig, build, members
+from payments.graph import node_secret
 
 _log = structlog.get_logger(__name__)
 
@@ -48,6 +50,17 @@ a kill takes seconds; the default mean-field timeout would let the shards drift 
 
 class ClusterError(NegotiatorError):
     """A sharded run could not go on (a worker died with no state to resume from, say)."""
+
+
+def keyring(seed: int, own: Iterable[Hashable]) -> Keyring:
+    """The run's keys: agents sign with their simulated Lightning node's secret (the network
+    derives it from the seed, so every process knows every public key), shards with theirs."""
+
+    def secret_of(identity: Hashable) -> bytes:
+        name = f"agent-{identity}" if isinstance(identity, int) else str(identity)
+        return node_secret(seed, name)
+
+    return Keyring(secret_of, own)
 
 
 def owner_of(agents: int, shards: int) -> Callable[[Any], int | None]:
@@ -83,6 +96,8 @@ async def work(
     try:
         join = await bus.call(HUB, Hello(shards), join_timeout_s)
         config = SimulationConfig.model_validate_json(join.config)
+        here = members(config.agents, (shard, shards))
+        bus.keyring = keyring(config.seed, [*here, shard_identity(shard)])
         directory = StateDir(state) if state is not None else None
         saved = None
         if directory is not None:
@@ -160,6 +175,7 @@ async def coordinate(
         workers,
         config.model_dump_json(),
         on_slot=on_slot,
+        keyring=keyring(config.seed, ()),
     )
     nc = await _connect(url)
     restarts = [0]
@@ -258,4 +274,4 @@ async def _supervise(
         _log.warning("worker_restarted", shard=shard, exit=code, restarts=restarts[0])
 
 
-__all__ = ["BARRIER_TIMEOUT_S", "ClusterError", "coordinate", "owner_of", "work"]
+__all__ = ["BARRIER_TIMEOUT_S", "ClusterError", "coordinate", "keyring", "owner_of", "work"]

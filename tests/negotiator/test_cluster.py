@@ -159,3 +159,35 @@ def test_ten_worker_kills_lose_nothing_and_pay_nothing_twice(
         assert counts["accepted"] == counts["settling"] == 0  # every agreement reconciled
         assert ledger.digest() == whole["shards"][i]["ledger_digest"]
         ledger.close()
+
+
+@pytest.mark.anyio
+async def test_the_hub_takes_reports_only_from_the_shards_they_name(
+    nats_server: NatsServer,
+) -> None:
+    import msgspec
+    import nats
+
+    from market import MeanFieldService
+    from negotiator.cluster import Hub, subject
+    from negotiator.natsbus import Envelope
+    from negotiator.sharded import keyring
+
+    hub = Hub(MeanFieldService(), 2, "{}", keyring=keyring(5, []))
+    nc = await nats.connect(nats_server.url)
+    await hub.attach(nc, "r")
+    report = PopulationReport.of(0, ["consumer"], [0], [100], [9])
+    body = msgspec.msgpack.encode(report)
+    shard1 = keyring(5, ["shard-1"])
+    for forged in (
+        Envelope(1, body),  # unsigned
+        Envelope(1, body, keyring(5, ["shard-0"]).sign("shard-0", body)),  # shard 0 posing as 1
+        Envelope(7, body, shard1.sign("shard-1", body)),  # no shard 7 in this run
+    ):
+        await nc.publish(subject("r"), msgspec.msgpack.encode(forged))
+    genuine = Envelope(1, body, shard1.sign("shard-1", body))
+    # the hub handles its messages in order: once this is answered, the others were handled
+    await nc.request(subject("r"), msgspec.msgpack.encode(genuine), timeout=2)
+    assert hub.refused == 3
+    assert list(hub.reports[0]) == [1]
+    await nc.drain()

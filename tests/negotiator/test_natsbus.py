@@ -10,7 +10,7 @@ import nats
 import pytest
 
 from negotiator.errors import RequestTimeout
-from negotiator.messages import Propose, Side, SnapshotQuery, Terms, TradeReport
+from negotiator.messages import Propose, Side, SnapshotQuery, Terms, TradeReport, encode
 from negotiator.natsbus import Envelope, NatsBus, Remote, backoff, envelope_decoder
 from tests.natsserver import NatsServer
 
@@ -177,3 +177,50 @@ def test_backoff_doubles_up_to_its_cap() -> None:
     assert all(w <= 2.5 for w in waits)
     assert waits[10] >= 1.5  # capped at 2 s (+-25%)
     assert Envelope(1, b"x") == envelope_decoder.decode(msgspec.msgpack.encode(Envelope(1, b"x")))
+
+
+def test_a_keyring_signs_for_its_own_and_verifies_everyone() -> None:
+    from negotiator.sharded import keyring
+
+    mine, theirs = keyring(1, [3]), keyring(1, [4])
+    signature = mine.sign(3, b"offer")
+    assert theirs.verify(3, b"offer", signature)
+    assert not theirs.verify(3, b"offer!", signature)  # another message
+    assert not theirs.verify(5, b"offer", signature)  # another signer
+    assert not theirs.verify(3, b"offer", b"\x00" * 70)  # not a signature at all
+    assert not keyring(2, []).verify(3, b"offer", signature)  # another network's node 3
+    assert theirs.refused == 3
+    with pytest.raises(KeyError, match="does not sign"):
+        mine.sign(4, b"offer")
+
+
+async def test_signed_frames_refuse_forged_senders(nats_server: NatsServer) -> None:
+    from negotiator.sharded import keyring
+
+    a = NatsBus(nats_server.url, prefix="s", shard=0, owner=_owner, keyring=keyring(9, range(10)))
+    b = NatsBus(nats_server.url, prefix="s", shard=1, owner=_owner, keyring=keyring(9, []))
+    inbox = b.inbox(15)
+    await a.connect()
+    await b.connect()
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(a.run)
+        tg.start_soon(b.run)
+        for nid in range(20):
+            a.send_nowait(_propose(nid, 3, 15))
+        await _run_until(lambda: inbox.qsize() == 20)
+        assert [inbox.get_nowait().nid for _ in range(20)] == list(range(20))
+        # someone who can reach the server but holds no agent's key
+        assert a.nc is not None
+        data = encode(_propose(50, 4, 15))
+        await a.nc.publish("s.shard.1", msgspec.msgpack.encode([(data, b"\x30" * 70)]))
+        forged = keyring(9, [3])  # agent 3's key, claiming to be agent 4
+        frame = [(data, forged.sign(3, data))]
+        await a.nc.publish("s.shard.1", msgspec.msgpack.encode(frame))
+        await a.nc.publish("s.shard.1", msgspec.msgpack.encode([data]))  # unsigned
+        a.send_nowait(_propose(51, 3, 15))
+        await _run_until(lambda: inbox.qsize() == 1)
+        assert inbox.get_nowait().nid == 51  # only the genuine one got through
+        assert b.refused == 3
+        tg.cancel_scope.cancel()
+    await a.close()
+    await b.close()
