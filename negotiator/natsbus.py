@@ -42,7 +42,7 @@ from nats.aio.client import Client
 from nats.aio.msg import Msg
 
 from negotiator.bus import BusAddress, LocalBus
-from negotiator.errors import MessageDecodeError, RequestTimeout
+from negotiator.errors import BusError, MessageDecodeError, RequestTimeout
 from negotiator.messages import decode, encode
 from negotiator.signing import Keyring
 
@@ -330,6 +330,16 @@ class NatsBus(LocalBus):
             assert self.nc is not None
             try:
                 reply = await self.nc.request(remote.subject, data, timeout=self.try_timeout_s)
+            except nats.errors.MaxPayloadError:  # no retry can help: say what to change
+                limit = self.nc.max_payload
+                item.future.set_exception(
+                    BusError(
+                        f"a {type(item.message).__name__} of {len(data):,} bytes is over the NATS"
+                        f" server's max_payload ({limit:,}): raise max_payload in its"
+                        " configuration, or run more, smaller shards"
+                    )
+                )
+                return
             except (TimeoutError, nats.errors.Error, OSError) as exc:
                 self.retries += 1
                 if attempt == 0 or attempt % 20 == 0:

@@ -224,3 +224,18 @@ async def test_signed_frames_refuse_forged_senders(nats_server: NatsServer) -> N
         tg.cancel_scope.cancel()
     await a.close()
     await b.close()
+
+
+async def test_a_message_over_the_servers_payload_limit_fails_at_once(
+    nats_server: NatsServer,
+) -> None:
+    from negotiator.errors import BusError
+
+    bus = NatsBus(nats_server.url, prefix="t", remote={"svc": Remote("t.svc")})
+    await bus.connect()
+    assert bus.nc is not None
+    huge = TradeReport(0, [1] * (bus.nc.max_payload // 2), [1] * (bus.nc.max_payload // 2))
+    with pytest.raises(BusError, match="max_payload"):
+        await bus.call("svc", huge, timeout=5)
+    assert bus.retries == 0
+    await bus.close()
