@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test lint check bench fuzz clean
+.PHONY: run test lint check bench fuzz soak clean
 
 $(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -36,10 +36,15 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/mfg_solvers.py
 	$(BIN)/python benchmarks/learning_vs_classic.py
 	$(BIN)/python benchmarks/byzantine.py --fraction 0.2
+	$(BIN)/python benchmarks/scale_out.py
 
 ## A million generated messages through decode and the protocol; crashing inputs kept.
 fuzz: $(STAMP)
 	$(BIN)/python -m negotiator.fuzz --messages 1000000 --out fuzz-crashes
+
+## The default community day after day for an hour, its memory sampled after every day.
+soak: $(STAMP)
+	$(BIN)/python benchmarks/soak.py --minutes 60 --verbose
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis .import_linter_cache fuzz-crashes

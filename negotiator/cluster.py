@@ -36,7 +36,7 @@ from nats.aio.client import Client
 from nats.aio.msg import Msg
 
 from negotiator.messages import PopulationReport, SnapshotQuery, TradeReport, WireMessage
-from negotiator.natsbus import envelope_decoder, shard_identity
+from negotiator.natsbus import envelope_decoder, shard_identity, subscribed
 from negotiator.runtime_types import PRICE_LEVELS, SlotReport
 from negotiator.signing import Keyring
 
@@ -145,7 +145,7 @@ class Hub:
         """Listen on the run's hub subject."""
         self.nc = nc
         await nc.subscribe(subject(run), cb=self._on_message)
-        await nc.flush()
+        await subscribed(nc)
 
     async def _on_message(self, msg: Msg) -> None:
         try:
@@ -331,7 +331,7 @@ def merge(done: dict[int, ShardDone], wall_s: float) -> dict[str, Any]:
     for i, s in enumerate(shards):
         digest.update(f"{i}:{s['ledger_digest']};".encode())
     out["ledger_digest"] = digest.hexdigest()
-    out["ledger_path"] = None
+    out["ledger_path"] = " ".join(str(s["ledger_path"]) for s in shards)  # one per shard
     out["payments"] = {}  # each shard's rail is its own: see "shards"
     out["workers"] = len(shards)
     out["shards"] = [

@@ -78,6 +78,19 @@ class Remote:
     reply_type: Any = None
 
 
+async def subscribed(nc: Client) -> None:
+    """Return once the server has every subscription made so far on ``nc``.
+
+    One ``flush()`` is not enough with nats-py 2.16: it writes its PING straight to the socket
+    while SUB commands wait in the pending buffer for the flusher task, so the PONG can come back
+    before the server has the subscription (seen here: about one run in 30 lost the first frames
+    sent to a shard that had just subscribed). By the time that PONG is back the flusher has
+    written the SUBs, so a second round trip, queued behind them, proves they arrived.
+    """
+    await nc.flush()
+    await nc.flush()
+
+
 def backoff(attempt: int, base: float = 0.05, cap: float = 2.0) -> float:
     """Seconds to wait before reconnect or retry ``attempt`` (0, 1, ...): doubling, capped,
     with +-25% jitter so that many clients do not come back in step."""
@@ -168,7 +181,7 @@ class NatsBus(LocalBus):
                 attempt += 1
         await self.nc.subscribe(f"{self.prefix}.shard.{self.shard}", cb=self._on_frame)
         await self.nc.subscribe(f"{self.prefix}.topic.>", cb=self._on_topic)
-        await self.nc.flush()
+        await subscribed(self.nc)
 
     def _pick_server(self, servers: list[Any], info: dict[str, Any]) -> tuple[Any, float]:
         server = min(servers, key=lambda s: s.reconnects)
@@ -206,6 +219,7 @@ class NatsBus(LocalBus):
             return super().send_to_nowait(address, message)
         if address in self.remote:
             future = asyncio.get_running_loop().create_future()
+            future.add_done_callback(_log_failure)  # nobody awaits it: a failure is logged
             self._enqueue(_Outgoing(address, message, future))
             return True
         shard = self.owner(address)
@@ -420,9 +434,17 @@ class NatsBus(LocalBus):
         super().publish(topic, message)
 
 
-def _log_failure(task: asyncio.Task[None]) -> None:
-    if not task.cancelled() and task.exception() is not None:
-        _log.warning("publish_failed", error=repr(task.exception()))
+def _log_failure(future: asyncio.Future[Any]) -> None:
+    if not future.cancelled() and future.exception() is not None:
+        _log.error("send_failed", error=str(future.exception()))
 
 
-__all__ = ["Envelope", "NatsBus", "Remote", "backoff", "envelope_decoder", "shard_identity"]
+__all__ = [
+    "Envelope",
+    "NatsBus",
+    "Remote",
+    "backoff",
+    "envelope_decoder",
+    "shard_identity",
+    "subscribed",
+]

@@ -26,10 +26,17 @@ def _owner(address: Any) -> int | None:
     return address // 10 if isinstance(address, int) and 0 <= address < 20 else None
 
 
-async def _run_until(condition: Any, timeout: float = 5.0) -> None:
-    with anyio.fail_after(timeout):
+async def _run_until(condition: Any, *buses: NatsBus, timeout: float = 20.0) -> None:
+    """Wait for ``condition``; on timeout, fail with what the buses counted."""
+    with anyio.move_on_after(timeout):
         while not condition():
             await anyio.sleep(0.005)
+        return
+    counts = [
+        (b.name, b.remote_sent, b.frames_sent, b.frames_received, b.refused, b.queue_depth())
+        for b in buses
+    ]
+    raise AssertionError(f"not within {timeout} s; (name, sent, frames out/in, refused): {counts}")
 
 
 async def test_agent_messages_cross_shards_in_batched_frames(nats_server: NatsServer) -> None:
@@ -43,7 +50,7 @@ async def test_agent_messages_cross_shards_in_batched_frames(nats_server: NatsSe
         tg.start_soon(b.run)
         for nid in range(300):
             assert a.send_nowait(_propose(nid, 3, 15))
-        await _run_until(lambda: inbox.qsize() == 300)
+        await _run_until(lambda: inbox.qsize() == 300, a, b)
         got = [inbox.get_nowait() for _ in range(300)]
         assert [m.nid for m in got] == list(range(300))  # in order, decoded and validated
         assert got[7] == _propose(7, 3, 15)
@@ -54,7 +61,7 @@ async def test_agent_messages_cross_shards_in_batched_frames(nats_server: NatsSe
         await a.nc.publish("t.shard.1", b"\xc1garbage")
         await a.nc.publish("t.shard.1", msgspec.msgpack.encode([b"\x93not a message"]))
         a.send_nowait(_propose(999, 3, 15))
-        await _run_until(lambda: inbox.qsize() == 1)
+        await _run_until(lambda: inbox.qsize() == 1, a, b)
         assert b.refused == 2
         # an address no shard owns stays undeliverable, as on a LocalBus
         assert not a.send_to_nowait(77, _propose(1, 3, 77))
@@ -133,7 +140,7 @@ async def test_topics_reach_other_processes(nats_server: NatsServer) -> None:
         tg.start_soon(b.run)
         report = TradeReport(4, [120_000], [500])
         assert a.publish("prices", report) == 1  # the local subscriber now
-        await _run_until(lambda: inbox_b.qsize() == 1)
+        await _run_until(lambda: inbox_b.qsize() == 1, a, b)
         assert inbox_b.get_nowait() == report
         await anyio.sleep(0.05)
         assert inbox_a.qsize() == 1  # once: the connection does not echo its own publish
@@ -207,7 +214,7 @@ async def test_signed_frames_refuse_forged_senders(nats_server: NatsServer) -> N
         tg.start_soon(b.run)
         for nid in range(20):
             a.send_nowait(_propose(nid, 3, 15))
-        await _run_until(lambda: inbox.qsize() == 20)
+        await _run_until(lambda: inbox.qsize() == 20, a, b)
         assert [inbox.get_nowait().nid for _ in range(20)] == list(range(20))
         # someone who can reach the server but holds no agent's key
         assert a.nc is not None
@@ -218,7 +225,7 @@ async def test_signed_frames_refuse_forged_senders(nats_server: NatsServer) -> N
         await a.nc.publish("s.shard.1", msgspec.msgpack.encode(frame))
         await a.nc.publish("s.shard.1", msgspec.msgpack.encode([data]))  # unsigned
         a.send_nowait(_propose(51, 3, 15))
-        await _run_until(lambda: inbox.qsize() == 1)
+        await _run_until(lambda: inbox.qsize() == 1, a, b)
         assert inbox.get_nowait().nid == 51  # only the genuine one got through
         assert b.refused == 3
         tg.cancel_scope.cancel()
