@@ -9,6 +9,9 @@ after every day. What it reports:
   the level the process settles to once its caches, allocator arenas and imports are in place;
 - ``rss_end_mb`` and ``rss_max_after_warm_mb``: at the end, and the highest after the warm-up;
 - ``growth_after_warm``: (end - warm) / warm; the goal is at most 0.05;
+- ``level_growth``: the same between medians (the five minutes after the warm-up, the last
+  five), which a single day's sample does not sway; ``slope_mb_per_hour``: the least-squares
+  trend after the warm-up; ``samples_over_5pct``: after-warm-up samples above warm + 5%;
 - ``days``, ``negotiations``, ``settled``: the work done, and ``failed_settlements``.
 
 Prints figures (JSON with --json) and a per-day line with --verbose; asserts nothing.
@@ -22,6 +25,7 @@ import argparse
 import gc
 import json
 import shutil
+import statistics
 import sys
 import tempfile
 import time
@@ -93,17 +97,33 @@ def main() -> None:
                 print(f"{minute:7.2f} min  day {totals['days']:5d}  rss {rss:8.1f} MB", flush=True)
     finally:
         shutil.rmtree(directory, ignore_errors=True)
-    after = [r for m, r in samples if m >= args.warmup_minutes]
+    after = [(m, r) for m, r in samples if m >= args.warmup_minutes]
     end = samples[-1][1] if samples else 0.0
+    first = [r for m, r in after if m < args.warmup_minutes + 5]
+    last = [r for m, r in after if m >= after[-1][0] - 5] if after else []
+    slope = None
+    if len(after) > 1:
+        mean_m = statistics.fmean(m for m, _ in after)
+        mean_r = statistics.fmean(r for _, r in after)
+        spread = sum((m - mean_m) ** 2 for m, _ in after)
+        slope = sum((m - mean_m) * (r - mean_r) for m, r in after) / spread * 60 if spread else 0
     out: dict[str, Any] = {
         "minutes": round(elapsed / 60, 2),
         "agents": args.agents,
         **totals,
         "rss_first_day_mb": round(samples[0][1], 1) if samples else None,
         "rss_at_warm_mb": round(warm, 1) if warm is not None else None,
-        "rss_max_after_warm_mb": round(max(after), 1) if after else None,
+        "rss_max_after_warm_mb": round(max(r for _, r in after), 1) if after else None,
         "rss_end_mb": round(end, 1),
         "growth_after_warm": round((end - warm) / warm, 4) if warm else None,
+        "rss_level_warm_mb": round(statistics.median(first), 1) if first else None,
+        "rss_level_end_mb": round(statistics.median(last), 1) if last else None,
+        "level_growth": round(statistics.median(last) / statistics.median(first) - 1, 4)
+        if first and last
+        else None,
+        "slope_mb_per_hour": round(slope, 2) if slope is not None else None,
+        "samples_over_5pct": sum(r > warm * 1.05 for _, r in after) if warm else None,
+        "samples_after_warm": len(after),
         "rss_per_minute_mb": [[round(m, 2), round(r, 1)] for m, r in samples],
     }
     if args.json:
