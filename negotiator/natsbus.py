@@ -355,11 +355,9 @@ class NatsBus(LocalBus):
                 )
                 return
             except (TimeoutError, nats.errors.Error, OSError) as exc:
-                self.retries += 1
-                if attempt == 0 or attempt % 20 == 0:
-                    _log.warning(
-                        "service_retry", subject=remote.subject, attempt=attempt, error=repr(exc)
-                    )
+                self.retries += 1  # a slot barrier can outlast one try: not worth a warning
+                level = _log.warning if attempt and attempt % 10 == 0 else _log.debug
+                level("service_retry", subject=remote.subject, attempt=attempt, error=repr(exc))
                 await anyio.sleep(backoff(attempt))
                 attempt += 1
                 continue

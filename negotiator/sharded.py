@@ -32,7 +32,17 @@ import nats
 import structlog
 
 from market import MeanFieldService, Snapshot
-from negotiator.cluster import HUB, Hello, Hub, Join, ShardDone, SlotDone, merge, subject
+from negotiator.cluster import (
+    HUB,
+    Hello,
+    Hub,
+    Join,
+    ShardDone,
+    Sketch,
+    SlotDone,
+    merge,
+    subject,
+)
 from negotiator.errors import NegotiatorError
 from negotiator.natsbus import NatsBus, Remote, backoff, shard_identity
 from negotiator.recovery import StateDir, checkpointer, restore, rows_after
@@ -91,7 +101,7 @@ async def work(
         HUB: Remote(subject(run), Join),
         MEANFIELD: Remote(subject(run), Snapshot),
     }
-    bus = NatsBus(url, prefix=prefix, shard=shard, remote=remote)
+    bus = NatsBus(url, prefix=prefix, shard=shard, remote=remote, try_timeout_s=10.0)
     await bus.connect()
     try:
         join = await bus.call(HUB, Hello(shards), join_timeout_s)
@@ -128,8 +138,8 @@ async def work(
             metrics = sim.runtime.metrics
             done = ShardDone(
                 msgspec.json.encode(data).decode(),
-                bytes(metrics.negotiation_latency.samples or b""),
-                bytes(metrics.settlement_latency.samples or b""),
+                Sketch.of(metrics.negotiation_latency.samples or ()),
+                Sketch.of(metrics.settlement_latency.samples or ()),
             )
             await bus.call(HUB, done, join_timeout_s)
             return data

@@ -191,3 +191,24 @@ async def test_the_hub_takes_reports_only_from_the_shards_they_name(
     assert hub.refused == 3
     assert list(hub.reports[0]) == [1]
     await nc.drain()
+
+
+def test_latency_sketches_merge_into_the_quantiles_of_all_samples() -> None:
+    from negotiator.cluster import SKETCH_POINTS, Sketch, quantiles
+
+    rng = np.random.default_rng(3)
+    small = [rng.lognormal(-4, 0.5, 3000), rng.lognormal(-3, 0.3, 5000)]
+    merged = quantiles([Sketch.of(s) for s in small])
+    whole = np.concatenate(small)
+    for q in (50, 95, 99):  # exact below SKETCH_POINTS samples a shard
+        expected = float(np.quantile(whole, q / 100, method="hazen")) * 1000
+        assert merged[f"p{q}"] == pytest.approx(expected, abs=1e-4)  # rounded to 0.1 us
+    large = [rng.lognormal(-4, 0.5, 200_000), rng.lognormal(-3, 0.3, 50_000)]
+    sketches = [Sketch.of(s) for s in large]
+    assert all(len(s.points) == 8 * SKETCH_POINTS for s in sketches)  # bounded on the wire
+    merged = quantiles(sketches)
+    whole = np.concatenate(large)
+    for q in (50, 95, 99):  # beyond it, within a rank error of 1 / SKETCH_POINTS
+        lo, hi = np.quantile(whole, [q / 100 - 2e-4, q / 100 + 2e-4])
+        assert lo * 1000 <= merged[f"p{q}"] <= hi * 1000
+    assert quantiles([Sketch.of([])]) == {"p50": 0.0, "p95": 0.0, "p99": 0.0}
