@@ -80,6 +80,17 @@ def rail(config: SimulationConfig, funding: dict[int, int], inbound: dict[int, i
     return SimulatedLightning(network, placement, accounts=accounts, seed=config.seed)
 
 
+def members(agents: int, shard: tuple[int, int] | None) -> range:
+    """The members of ``shard`` (i, n): the i-th of n contiguous blocks of addresses, its
+    neighbourhood (every member when None)."""
+    if shard is None:
+        return range(agents)
+    i, n = shard
+    if not 0 <= i < n or n > agents:
+        raise ValueError(f"shard {i}/{n} does not exist for {agents} members")
+    return range(i * agents // n, (i + 1) * agents // n)
+
+
 def row(values: np.ndarray) -> Callable[[int], int]:
     row: list[int] = values.tolist()
     return row.__getitem__

@@ -14,7 +14,6 @@ import anyio
 import typer
 from pydantic import ValidationError
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from market.reports import lq_report, mfg_report
@@ -27,7 +26,7 @@ from negotiator.recovery import StateDir, checkpointer, restore, rows_after
 from negotiator.regtest_cli import cln_nodes, regtest_app
 from negotiator.runtime import RuntimeConfig, SlotReport
 from negotiator.simulation import Simulation, SimulationConfig, Summary, build
-from negotiator.tables import summary_table
+from negotiator.tables import progress_bar, summary_table
 
 app = typer.Typer(
     help="Asyncio multi-agent negotiation runtime for decentralised markets.",
@@ -257,15 +256,7 @@ def _execute(
     """Run ``sim`` with a progress bar (or live view), then print and write its summary."""
     console = Console(stderr=False)
     slots = sim.community.spec.slots
-    progress = Progress(
-        TextColumn("[bold]slot"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TextColumn("{task.fields[info]}"),
-        TimeElapsedColumn(),
-        console=console,
-        disable=quiet,
-    )
+    progress = progress_bar(console, quiet)
     task = progress.add_task("slots", total=slots, completed=sim.runtime.slots_done, info="")
     view = LiveView(console, sim.runtime.metrics, slots) if live and not quiet else None
 
@@ -435,15 +426,7 @@ def train(
         raise typer.BadParameter(f"unknown algorithm {algo!r}; choose from {list(ALGOS)}")
     if days < 1:
         raise typer.BadParameter("train for at least one day")
-    progress = Progress(
-        TextColumn("[bold]day"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TextColumn("{task.fields[info]}"),
-        TimeElapsedColumn(),
-        console=Console(stderr=True),
-        disable=quiet,
-    )
+    progress = progress_bar(Console(stderr=True), quiet, "day")
     task = progress.add_task("days", total=days, info="")
 
     def on_day(day: int, reward: float) -> None:

@@ -1,7 +1,7 @@
 """Sharded runs over NATS: the coordinator's hub, the wire it speaks, and the merged summary.
 
 A community of N members is split into n neighbourhoods (contiguous blocks of addresses,
-:func:`negotiator.simulation.members`), one per worker process
+:func:`negotiator.assembly.members`), one per worker process
 (:mod:`negotiator.worker`). Every worker draws the same community from the seed, builds the
 traders and the rail of its own neighbourhood only, and matches and negotiates among them: the
 negotiations are shard-local and never cross the network. What does cross it, on NATS through

@@ -9,14 +9,13 @@ from typing import Annotated
 import anyio
 import typer
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from negotiator import log
 from negotiator.errors import NegotiatorError
 from negotiator.runtime_types import SlotReport
 from negotiator.sharded import coordinate, work
 from negotiator.simulation import SimulationConfig
-from negotiator.tables import summary_table
+from negotiator.tables import progress_bar, summary_table
 
 
 def _shard(value: str) -> tuple[int, int]:
@@ -67,15 +66,7 @@ def run_cluster(
 ) -> None:
     """``simulate --workers N --nats URL``: coordinate the shards, print one summary."""
     console = Console()
-    progress = Progress(
-        TextColumn("[bold]slot"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TextColumn("{task.fields[info]}"),
-        TimeElapsedColumn(),
-        console=console,
-        disable=quiet,
-    )
+    progress = progress_bar(console, quiet)
     task = progress.add_task("slots", total=config.slots, info="")
 
     def on_slot(report: SlotReport) -> None:

@@ -35,7 +35,7 @@ from market import (
     jain_index,
     optimum,
 )
-from negotiator.assembly import byzantine, row, scenario
+from negotiator.assembly import byzantine, members, row, scenario
 from negotiator.assembly import rail as make_rail
 from negotiator.bus import LocalBus
 from negotiator.ledger import Ledger
@@ -385,17 +385,6 @@ class Simulation:
         """Close the ledger and let the collector have the population again."""
         self.ledger.close()
         self.runtime.close()
-
-
-def members(agents: int, shard: tuple[int, int] | None) -> range:
-    """The members of ``shard`` (i, n): the i-th of n contiguous blocks of addresses, its
-    neighbourhood (every member when None)."""
-    if shard is None:
-        return range(agents)
-    i, n = shard
-    if not 0 <= i < n or n > agents:
-        raise ValueError(f"shard {i}/{n} does not exist for {agents} members")
-    return range(i * agents // n, (i + 1) * agents // n)
 
 
 def build(

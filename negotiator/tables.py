@@ -1,8 +1,25 @@
-"""The run summary as a rich table: the kernel's figures, payments, and market quality."""
+"""The run summary as a rich table (the kernel's figures, payments, market quality) and the
+progress bar."""
 
 from __future__ import annotations
 
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
+
+
+def progress_bar(console: Console, quiet: bool, unit: str = "slot") -> Progress:
+    """The progress bar of ``simulate`` (per slot) and ``train`` (per day): a task's ``info``
+    field says what the last step did; disabled when ``quiet``."""
+    return Progress(
+        TextColumn(f"[bold]{unit}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("{task.fields[info]}"),
+        TimeElapsedColumn(),
+        console=console,
+        disable=quiet,
+    )
 
 
 def summary_table(data: dict[str, object]) -> Table:

@@ -17,11 +17,12 @@ import anyio
 import numpy as np
 import pytest
 
+from negotiator.assembly import members
 from negotiator.cluster import merge_reports
 from negotiator.ledger import Ledger
 from negotiator.messages import PopulationReport
 from negotiator.sharded import coordinate, owner_of
-from negotiator.simulation import SimulationConfig, members
+from negotiator.simulation import SimulationConfig
 from tests.natsserver import NatsServer
 
 CONFIG = SimulationConfig(agents=400, slots=24, seed=5)
