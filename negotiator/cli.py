@@ -185,10 +185,13 @@ def simulate(
     except (ValidationError, ValueError) as exc:
         raise typer.BadParameter(str(exc)) from None
     if workers is not None and nats is not None:
-        if state is not None:
-            config = config.model_copy(update={"ledger": None})
+        if ledger is not None or live or report_dir is not None:
+            raise typer.BadParameter(
+                "--workers: every shard keeps its own ledger (in --state DIR/shard-I) and the"
+                " run ends with one summary; drop --ledger, --live and --report"
+            )
         run_cluster(config, workers, nats, spawn=spawn, state=state, quiet=quiet,
-                    json_out=json_out, log_level=log_level)  # fmt: skip
+                    json_out=json_out, log_level=log_level, metrics_port=metrics_port)  # fmt: skip
         return
     if state is not None:
         try:

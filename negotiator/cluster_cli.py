@@ -63,6 +63,7 @@ def run_cluster(
     quiet: bool,
     json_out: Path | None,
     log_level: str,
+    metrics_port: int | None = None,
 ) -> None:
     """``simulate --workers N --nats URL``: coordinate the shards, print one summary."""
     console = Console()
@@ -74,6 +75,9 @@ def run_cluster(
         progress.update(task, advance=1, info=info)
 
     def on_start(run: str) -> None:
+        if spawn and metrics_port and not quiet:
+            last = metrics_port + workers - 1
+            console.print(f"shard metrics at http://127.0.0.1:{metrics_port}..{last}/metrics")
         if not spawn:
             console.print(f"run {run}: start the workers with")
             for i in range(workers):
@@ -91,6 +95,7 @@ def run_cluster(
             on_slot=on_slot,
             on_start=on_start,
             log_level=log_level,
+            metrics_port=metrics_port,
         )
 
     try:

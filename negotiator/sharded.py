@@ -162,12 +162,14 @@ async def coordinate(
     on_start: Callable[[str], None] | None = None,
     max_restarts: int = 20,
     log_level: str = "warning",
+    metrics_port: int | None = None,
 ) -> dict[str, Any]:
     """Run ``config`` on ``workers`` shards over the NATS server at ``url``; one summary.
 
     With ``spawn`` the workers are started here (``python -m negotiator worker``) and, with a
     ``state`` directory, restarted to resume when one dies (``max_restarts`` in all); without,
-    ``on_start`` gets the run's id and the workers are started elsewhere with it.
+    ``on_start`` gets the run's id and the workers are started elsewhere with it. Spawned worker
+    I serves its Prometheus metrics on ``metrics_port + I`` (0: each on any free port).
     """
     if workers < 1:
         raise ValueError("workers must be at least 1")
@@ -201,19 +203,9 @@ async def coordinate(
             async with asyncio.TaskGroup() as tg:
                 for i in range(workers):
                     shard_state = state / f"shard-{i}" if state is not None else None
-                    tg.create_task(
-                        _supervise(
-                            hub,
-                            url,
-                            run,
-                            i,
-                            workers,
-                            shard_state,
-                            restarts,
-                            max_restarts,
-                            log_level,
-                        )
-                    )
+                    port = metrics_port + i if metrics_port else metrics_port
+                    command = worker_command(url, run, i, workers, shard_state, log_level, port)
+                    tg.create_task(_supervise(hub, command, i, shard_state, restarts, max_restarts))
         wall = time.perf_counter() - started
     finally:
         await nc.drain()
@@ -248,22 +240,34 @@ async def _connect(url: str) -> Any:
             attempt += 1
 
 
-async def _supervise(
-    hub: Hub,
+def worker_command(
     url: str,
     run: str,
     shard: int,
     shards: int,
     state: Path | None,
-    restarts: list[int],
-    max_restarts: int,
     log_level: str,
-) -> None:
-    """Run worker ``shard`` to the end, restarting it (to resume from ``state``) if it dies."""
+    metrics_port: int | None = None,
+) -> list[str]:
+    """The command line of worker ``shard`` (this Python, ``-m negotiator worker``)."""
     command = [sys.executable, "-m", "negotiator", "worker", "--shard", f"{shard}/{shards}"]
     command += ["--nats", url, "--run", run, "--log-level", log_level]
     if state is not None:
         command += ["--state", str(state)]
+    if metrics_port is not None:
+        command += ["--metrics-port", str(metrics_port)]
+    return command
+
+
+async def _supervise(
+    hub: Hub,
+    command: list[str],
+    shard: int,
+    state: Path | None,
+    restarts: list[int],
+    max_restarts: int,
+) -> None:
+    """Run worker ``shard`` to the end, restarting it (to resume from ``state``) if it dies."""
     while True:
         proc = await asyncio.create_subprocess_exec(*command, stdin=subprocess.DEVNULL)
         try:
@@ -285,4 +289,12 @@ async def _supervise(
         _log.warning("worker_restarted", shard=shard, exit=code, restarts=restarts[0])
 
 
-__all__ = ["BARRIER_TIMEOUT_S", "ClusterError", "coordinate", "keyring", "owner_of", "work"]
+__all__ = [
+    "BARRIER_TIMEOUT_S",
+    "ClusterError",
+    "coordinate",
+    "keyring",
+    "owner_of",
+    "work",
+    "worker_command",
+]

@@ -81,6 +81,9 @@ def test_bad_options_fail_with_a_clear_message() -> None:
         (["--max-rounds", "0"], "max_rounds"),
         (["--rail", "paypal"], "rail"),
         (["--placement", "cloud"], "placement"),
+        (["--workers", "2"], "go together"),
+        (["--workers", "2", "--nats", "nats://127.0.0.1:1", "--ledger", "l.db"], "--ledger"),
+        (["--workers", "2", "--nats", "nats://127.0.0.1:1", "--live"], "--live"),
     ]:
         result = runner.invoke(app, ["simulate", "--quiet", *args])
         assert result.exit_code == 2, (args, result.output)

@@ -213,3 +213,15 @@ def test_latency_sketches_merge_into_the_quantiles_of_all_samples() -> None:
         lo, hi = np.quantile(whole, [q / 100 - 2e-4, q / 100 + 2e-4])
         assert lo * 1000 <= merged[f"p{q}"] <= hi * 1000
     assert quantiles([Sketch.of([])]) == {"p50": 0.0, "p95": 0.0, "p99": 0.0}
+
+
+def test_spawned_workers_get_their_shard_state_and_metrics_port(tmp_path: Path) -> None:
+    from negotiator.sharded import worker_command
+
+    command = worker_command("nats://h:1", "r1", 1, 3, tmp_path / "shard-1", "info", 9101)
+    assert command[1:] == [
+        *("-m", "negotiator", "worker", "--shard", "1/3", "--nats", "nats://h:1"),
+        *("--run", "r1", "--log-level", "info", "--state", str(tmp_path / "shard-1")),
+        *("--metrics-port", "9101"),
+    ]
+    assert "--state" not in worker_command("u", "r", 0, 1, None, "warning")
