@@ -32,8 +32,6 @@ import argparse
 import json
 import os
 import shutil
-import socket
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -47,33 +45,7 @@ from negotiator import log
 from negotiator.runtime import RuntimeConfig
 from negotiator.sharded import coordinate
 from negotiator.simulation import SimulationConfig, build
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def _nats_server() -> tuple[subprocess.Popen[bytes], str]:
-    binary = shutil.which("nats-server")
-    if binary is None:
-        sys.exit("nats-server is not on PATH (Debian: apt-get install nats-server)")
-    port = _free_port()
-    process = subprocess.Popen(
-        [binary, "-a", "127.0.0.1", "-p", str(port)],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    deadline = time.monotonic() + 5
-    while time.monotonic() < deadline:
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
-            return process, f"nats://127.0.0.1:{port}"
-        except OSError:
-            time.sleep(0.02)
-    process.kill()
-    sys.exit("nats-server did not start")
+from tests.natsserver import NatsServer
 
 
 def one_process(config: SimulationConfig) -> dict[str, Any]:
@@ -129,13 +101,15 @@ def main() -> None:
         rail=args.rail,
         runtime=RuntimeConfig(engine="shard"),
     )
-    server, url = _nats_server()
+    binary = shutil.which("nats-server")
+    if binary is None:
+        sys.exit("nats-server is not on PATH (Debian: apt-get install nats-server)")
+    server = NatsServer(binary).start()
     try:
         one = one_process(config)
-        two = two_workers(config, url)
+        two = two_workers(config, server.url)
     finally:
-        server.kill()
-        server.wait()
+        server.stop()
     out = {
         "agents": args.agents,
         "slots": args.slots,

@@ -207,14 +207,10 @@ class NatsBus(LocalBus):
 
     # -- sending --------------------------------------------------------------------------------
 
-    def send_nowait(self, message: Any) -> bool:
-        """Local receivers through the LocalBus; another shard's in that shard's next frame."""
-        if message.receiver in self._inboxes:
-            return super().send_nowait(message)
-        return self.send_to_nowait(message.receiver, message)
-
     def send_to_nowait(self, address: BusAddress, message: Any) -> bool:
-        """Queue ``message`` for ``address`` here, in another shard, or at a remote service."""
+        """Queue ``message`` for ``address`` here, in another shard, or at a remote service
+        (``send_nowait`` of a LocalBus comes here for receivers it has no inbox for, so the
+        local path costs one lookup, as on a LocalBus)."""
         if address in self._inboxes:
             return super().send_to_nowait(address, message)
         if address in self.remote:

@@ -107,8 +107,6 @@ async def work(
     try:
         join = await bus.call(HUB, Hello(shards), join_timeout_s)
         config = SimulationConfig.model_validate_json(join.config)
-        here = members(config.agents, (shard, shards))
-        bus.keyring = keyring(config.seed, [*here, shard_identity(shard)])
         directory = StateDir(state) if state is not None else None
         saved = None
         if directory is not None:
@@ -119,6 +117,7 @@ async def work(
             config = config.model_copy(update={"ledger": str(directory.ledger)})
             (directory.path / "worker.pid").write_text(f"{os.getpid()}\n")
         sim = build(config, shard=(shard, shards), bus=bus)
+        bus.keyring = keyring(config.seed, [*sim.members, shard_identity(shard)])
         bus.owner = owner_of(sim.community.spec.agents, shards)
         bus.receive = sim.runtime.receive_bytes
         try:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from typing import Any
 
 import anyio
@@ -26,6 +28,20 @@ def _owner(address: Any) -> int | None:
     return address // 10 if isinstance(address, int) and 0 <= address < 20 else None
 
 
+@asynccontextmanager
+async def _running(*buses: NatsBus) -> AsyncIterator[None]:
+    """Connect ``buses``, run them for the body, then close them."""
+    for bus in buses:
+        await bus.connect()
+    async with anyio.create_task_group() as tg:
+        for bus in buses:
+            tg.start_soon(bus.run)
+        yield
+        tg.cancel_scope.cancel()
+    for bus in buses:
+        await bus.close()
+
+
 async def _run_until(condition: Any, *buses: NatsBus, timeout: float = 20.0) -> None:
     """Wait for ``condition``; on timeout, fail with what the buses counted."""
     with anyio.move_on_after(timeout):
@@ -43,11 +59,7 @@ async def test_agent_messages_cross_shards_in_batched_frames(nats_server: NatsSe
     a = NatsBus(nats_server.url, prefix="t", shard=0, owner=_owner, batch=64)
     b = NatsBus(nats_server.url, prefix="t", shard=1, owner=_owner, batch=64)
     inbox = b.inbox(15)
-    await a.connect()
-    await b.connect()
-    async with anyio.create_task_group() as tg:
-        tg.start_soon(a.run)
-        tg.start_soon(b.run)
+    async with _running(a, b):
         for nid in range(300):
             assert a.send_nowait(_propose(nid, 3, 15))
         await _run_until(lambda: inbox.qsize() == 300, a, b)
@@ -66,9 +78,6 @@ async def test_agent_messages_cross_shards_in_batched_frames(nats_server: NatsSe
         # an address no shard owns stays undeliverable, as on a LocalBus
         assert not a.send_to_nowait(77, _propose(1, 3, 77))
         assert a.undeliverable == 1
-        tg.cancel_scope.cancel()
-    await a.close()
-    await b.close()
 
 
 async def _service(url: str, subject: str, seen: list[Any]) -> Any:
@@ -95,9 +104,7 @@ async def test_remote_service_sends_arrive_before_the_request(nats_server: NatsS
     bus = NatsBus(
         nats_server.url, prefix="t", shard=3, remote={"svc": Remote("t.svc", TradeReport)}
     )
-    await bus.connect()
-    async with anyio.create_task_group() as tg:
-        tg.start_soon(bus.run)
+    async with _running(bus):
         for slot in range(5):
             bus.send_to_nowait("svc", TradeReport(slot, [100], [1]))
         await bus.send("svc", TradeReport(5, [100], [1]))
@@ -105,8 +112,6 @@ async def test_remote_service_sends_arrive_before_the_request(nats_server: NatsS
         assert isinstance(answer, TradeReport) and answer.prices == [7]  # it had seen all 7
         assert [m.slot for _, m in seen] == [0, 1, 2, 3, 4, 5, 6]
         assert {shard for shard, _ in seen} == {3}
-        tg.cancel_scope.cancel()
-    await bus.close()
     await service.drain()
 
 
@@ -117,14 +122,10 @@ async def test_request_to_a_service_nobody_runs_times_out(nats_server: NatsServe
         remote={"svc": Remote("t.nobody")},
         try_timeout_s=0.1,
     )
-    await bus.connect()
-    async with anyio.create_task_group() as tg:
-        tg.start_soon(bus.run)
+    async with _running(bus):
         with pytest.raises(RequestTimeout):
             await bus.request("svc", SnapshotQuery(0), timeout=0.5)
         assert bus.retries >= 1
-        tg.cancel_scope.cancel()
-    await bus.close()
 
 
 async def test_topics_reach_other_processes(nats_server: NatsServer) -> None:
@@ -133,20 +134,13 @@ async def test_topics_reach_other_processes(nats_server: NatsServer) -> None:
     inbox_a, inbox_b = a.inbox(1), b.inbox(2)
     a.subscribe("prices", 1)
     b.subscribe("prices", 2)
-    await a.connect()
-    await b.connect()
-    async with anyio.create_task_group() as tg:
-        tg.start_soon(a.run)
-        tg.start_soon(b.run)
+    async with _running(a, b):
         report = TradeReport(4, [120_000], [500])
         assert a.publish("prices", report) == 1  # the local subscriber now
         await _run_until(lambda: inbox_b.qsize() == 1, a, b)
         assert inbox_b.get_nowait() == report
         await anyio.sleep(0.05)
         assert inbox_a.qsize() == 1  # once: the connection does not echo its own publish
-        tg.cancel_scope.cancel()
-    await a.close()
-    await b.close()
 
 
 async def test_a_request_survives_a_server_restart(nats_server: NatsServer) -> None:
@@ -207,11 +201,7 @@ async def test_signed_frames_refuse_forged_senders(nats_server: NatsServer) -> N
     a = NatsBus(nats_server.url, prefix="s", shard=0, owner=_owner, keyring=keyring(9, range(10)))
     b = NatsBus(nats_server.url, prefix="s", shard=1, owner=_owner, keyring=keyring(9, []))
     inbox = b.inbox(15)
-    await a.connect()
-    await b.connect()
-    async with anyio.create_task_group() as tg:
-        tg.start_soon(a.run)
-        tg.start_soon(b.run)
+    async with _running(a, b):
         for nid in range(20):
             a.send_nowait(_propose(nid, 3, 15))
         await _run_until(lambda: inbox.qsize() == 20, a, b)
@@ -228,9 +218,6 @@ async def test_signed_frames_refuse_forged_senders(nats_server: NatsServer) -> N
         await _run_until(lambda: inbox.qsize() == 1, a, b)
         assert inbox.get_nowait().nid == 51  # only the genuine one got through
         assert b.refused == 3
-        tg.cancel_scope.cancel()
-    await a.close()
-    await b.close()
 
 
 async def test_a_message_over_the_servers_payload_limit_fails_at_once(
