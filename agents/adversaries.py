@@ -14,7 +14,12 @@ market (advertises, gets matched, negotiates) and its attack meets the defences 
   hash it made up) and, as a buyer, a Paid it never paid;
 - ``absent``: not an attack: the member sits out (the baseline "the same run without them");
 - ``honest``: not an attack either: the same members trade honestly (the control that tells an
-  attack's damage from the competition the attackers bring by trading at all).
+  attack's damage from the competition the attackers bring by trading at all);
+- ``ideal-<behaviour>``: the same members under an ideal defence against that behaviour: what
+  their trading would be if every attack had no effect at all. For ``renege`` they sell as
+  usual and never buy (a buyer that will not pay has no demand anyone could serve, while its
+  sales are real); for the other behaviours every real move stands and every bad one is void,
+  which is the honest control. ``ideal-all`` takes each member's behaviour in turn, as ``all``.
 
 The defences are the runtime's (:mod:`negotiator.router`, :mod:`negotiator.settler`) and the
 mean-field service's robust location; none of these classes is special-cased anywhere.
@@ -179,6 +184,19 @@ class Absent(Trader):
         return None
 
 
+class SellsOnly(Trader):
+    """A member who sells as usual and never buys (the ideal defence against ``renege``)."""
+
+    __slots__ = ()
+
+    def open_slot(self, slot: int, view: object) -> Position | None:
+        position = super().open_slot(slot, view)
+        if position is not None and position.side is Side.BUY:
+            self._available = 0
+            return None
+        return position
+
+
 BEHAVIOURS: Final[dict[str, type[Trader]]] = {
     cls.behaviour: cls for cls in (Malformed, Replay, Spam, Renege, Misreport, Counterfeit)
 }
@@ -187,18 +205,25 @@ BEHAVIOURS: Final[dict[str, type[Trader]]] = {
 
 def adversary(name: str, index: int) -> type[Trader]:
     """The class of the ``index``-th Byzantine member for ``name``: one behaviour, ``all``
-    (the behaviours in turn), ``absent`` or ``honest``."""
+    (the behaviours in turn), ``absent``, ``honest`` or ``ideal-`` one of the behaviours or
+    ``all``."""
     if name == "absent":
         return Absent
     if name == "honest":
         return Trader
-    if name == "all":
+    ideal = name.startswith("ideal-")
+    behaviour = name.removeprefix("ideal-")
+    if behaviour == "all":
         kinds = list(BEHAVIOURS.values())
-        return kinds[index % len(kinds)]
-    if name not in BEHAVIOURS:
-        choices = ", ".join([*BEHAVIOURS, "all", "absent", "honest"])
+        cls = kinds[index % len(kinds)]
+    elif behaviour in BEHAVIOURS:
+        cls = BEHAVIOURS[behaviour]
+    else:
+        choices = ", ".join([*BEHAVIOURS, "all", "absent", "honest", "ideal-<one of these>"])
         raise ValueError(f"unknown Byzantine behaviour {name!r}; choose from {choices}")
-    return BEHAVIOURS[name]
+    if ideal:
+        return SellsOnly if cls is Renege else Trader
+    return cls
 
 
 __all__ = [
@@ -210,6 +235,7 @@ __all__ = [
     "Misreport",
     "Renege",
     "Replay",
+    "SellsOnly",
     "Spam",
     "adversary",
 ]

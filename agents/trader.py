@@ -226,6 +226,20 @@ class Trader:
         )
         return side, int(q), int(min(max(value, exp), imp))
 
+    def reopen(self, slot: int) -> Position | None:
+        """The aftermarket, before gate closure: what is still untraded after an agreement
+        failed (the same side and reservation as at the opening), or None."""
+        if slot != self._slot or self._available <= 0:
+            return None
+        return Position(
+            self.address,
+            self._side,
+            self._available,
+            self._reservation,
+            self.agent_type,
+            self.resource,
+        )
+
     def close_slot(self, slot: int) -> None:
         """Gate closure: the realised position, net of what was traded, goes to the grid at
         the tariff."""
@@ -393,8 +407,9 @@ class Trader:
             self._grid(slot, before, -1)
             self._after[slot] = before + delta
             self._grid(slot, before + delta, +1)
-        else:
+        else:  # the slot is still open: the quantity can be traded again (the aftermarket)
             self._traded -= delta
+            self._available += q
         del self._negs[msg.nid]
         self._closed_nids.add(msg.nid)
         return ()

@@ -126,7 +126,8 @@ def simulate(
         str | None,
         typer.Option(
             help="Byzantine members: malformed, replay, spam, renege, misreport, counterfeit,"
-            " all, absent (they sit out) or honest (the control)."
+            " all, absent (they sit out), honest (the control) or ideal-BEHAVIOUR (an ideal"
+            " defence against it)."
         ),
     ] = None,
     byzantine_share: Annotated[float, typer.Option(help="Share of Byzantine members.")] = 0.2,

@@ -293,7 +293,14 @@ _SUMS = (
     "community_cost_msat",
     "grid_only_cost_msat",
 )
-_COUNTS = ("outcomes", "failure_reasons", "rejected_messages", "late_messages", "excluded")
+_COUNTS = (
+    "outcomes",
+    "failure_reasons",
+    "rejected_messages",
+    "late_messages",
+    "excluded",
+    "aftermarket",
+)
 
 
 def quantiles(sketches: list[Sketch]) -> dict[str, float]:
@@ -348,6 +355,7 @@ def merge(done: dict[int, ShardDone], wall_s: float) -> dict[str, Any]:
         round(out["messages"] / negotiations, 4) if negotiations else 0.0
     )
     out["negotiation_s"] = round(nego_s, 4)
+    out["clearing_s"] = max(s.get("clearing_s", 0.0) for s in shards)
     out["negotiations_per_s"] = round(negotiations / nego_s, 1) if nego_s else 0.0
     out["offers_per_s"] = round(offers / nego_s, 1) if nego_s else 0.0
     out["latency_ms"] = quantiles([done[i].latency for i in sorted(done)])

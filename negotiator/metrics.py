@@ -177,6 +177,8 @@ class RunMetrics:
         self.settlements: dict[str, int] = {}
         self.excluded: dict[str, int] = {}
         """Agents excluded from the market (retired), by reason: refused messages, reneging."""
+        self.aftermarket: dict[str, int] = {}
+        """Aftermarket ``rounds`` run and ``negotiations`` opened in them."""
         self.fees_msat = 0
         self.paid_msat = 0
         self.agent_failures = 0
@@ -209,6 +211,7 @@ class RunMetrics:
         "late",
         "settlements",
         "excluded",
+        "aftermarket",
         "fees_msat",
         "paid_msat",
         "agent_failures",
@@ -225,6 +228,8 @@ class RunMetrics:
         """Take back :meth:`accumulators`. Dicts and histograms are updated in place: the
         router and the settler hold references to them."""
         for name in self._ACCUMULATORS:
+            if name not in saved:  # a checkpoint written before the accumulator existed
+                continue
             value = copy.deepcopy(saved[name])
             current = getattr(self, name)
             if isinstance(current, dict):
@@ -325,6 +330,13 @@ class _Collector:
             "Agents excluded from the market, by reason (refused messages, reneging on payment).",
             "reason",
             m.excluded,
+        )
+        yield _counter(
+            "negotiator_aftermarket",
+            "Aftermarket rounds before gate closure (unproven buyers' agreements that failed),"
+            " and the negotiations opened in them.",
+            "kind",
+            m.aftermarket,
         )
         yield CounterMetricFamily(
             "negotiator_inbox_overflow",

@@ -4,9 +4,13 @@ Each slot: every agent says what it wants to trade (:meth:`Agent.open_slot`), th
 report goes to the mean-field service on the bus and its snapshot comes back, the matcher pairs
 buyers with sellers, and the starter opens the negotiations, at most ``max_in_flight`` at a time.
 Negotiations end by accept, reject or withdraw, or the runtime expires them (wall-clock deadline,
-or gate closure when the slot's time is up). Then every agent closes the slot (untraded quantities
-go to the outside option) and the slot's trades are reported to the mean-field service. Settlement
-runs beside all this and never holds up the negotiation loop.
+or gate closure when the slot's time is up). Before the gate closes, the slot waits for the
+payments of buyers that have never paid before (the only agreements it waits for, at most
+``clearing_timeout_s``); if some of them failed, or an agent was excluded mid-slot, what is still
+untraded is matched and negotiated again (the aftermarket), so that a reneger's purchase goes back
+to the market instead of to the grid. Then every agent closes the slot (untraded quantities go to
+the outside option) and the slot's trades are reported to the mean-field service. Every other
+agreement settles beside all this and never holds up the negotiation loop.
 
 SIGINT/SIGTERM stop it cleanly: no new negotiation starts, the ones in flight and every accepted
 agreement are finished (bounded by the grace period), the ledger is consistent, the report is
@@ -41,7 +45,13 @@ from negotiator.messages import (
 )
 from negotiator.metrics import RunMetrics
 from negotiator.router import Flight, Router
-from negotiator.runtime_types import PRICE_LEVELS, RunReport, RuntimeConfig, SlotReport
+from negotiator.runtime_types import (
+    PRICE_LEVELS,
+    RunReport,
+    RuntimeConfig,
+    SlotReport,
+    run_report,
+)
 from negotiator.settlement import Rail
 from negotiator.settler import Settler
 
@@ -119,6 +129,7 @@ class Runtime:
         self._view: object = None
         self._negotiations = 0
         self._negotiation_s = 0.0
+        self._clearing_s = 0.0
         self._slots_done = 0
         self._next_nid = 0
         gc.collect()
@@ -241,6 +252,7 @@ class Runtime:
             "next_nid": self._next_nid,
             "negotiations": self._negotiations,
             "negotiation_s": self._negotiation_s,
+            "clearing_s": self._clearing_s,
             "view": self._view,
             "rng": self.rng.bit_generator.state,
             "retired": set(self.router.retired),
@@ -248,6 +260,7 @@ class Runtime:
             "failures": dict(self.router.failures),
             "strikes": dict(self.router.strikes),
             "reneges": dict(self.reneges),
+            "payers": set(self.settler.payers),
             "metrics": self.metrics.accumulators(),
         }
 
@@ -257,6 +270,7 @@ class Runtime:
         self._next_nid = state["next_nid"]
         self._negotiations = state["negotiations"]
         self._negotiation_s = state["negotiation_s"]
+        self._clearing_s = state.get("clearing_s", 0.0)
         self._view = state["view"]
         self.rng.bit_generator.state = state["rng"]
         self.router.retired.clear()
@@ -267,6 +281,7 @@ class Runtime:
         self.router.failures.update(state["failures"])
         self.router.strikes.update(state["strikes"])
         self.reneges.update(state["reneges"])
+        self.settler.payers.update(state.get("payers", ()))
         self.metrics.restore(state["metrics"])
         self.metrics.agents_alive = len(self.agents) - len(self.router.retired)
 
@@ -308,7 +323,9 @@ class Runtime:
         view = await self._population(slot, positions)
         pairings = self.matcher(slot, positions, view, self.rng)
         agreed_before = self.metrics.outcomes.get("agreed", 0)
+        disrupted = self._disruptions()
         await self._negotiate(slot, pairings)
+        clearing_s = await self._aftermarket(slot, view, pairings, disrupted)
         for agent in self.agents:
             if agent.address not in retired:
                 agent.close_slot(slot)
@@ -324,7 +341,8 @@ class Runtime:
             )
         self._view = view
         duration = self.clock() - t0
-        self._negotiation_s += duration
+        self._negotiation_s += duration - clearing_s
+        self._clearing_s += clearing_s
         self._negotiations += len(pairings)
         self.metrics.slot_duration.observe(duration)
         agreed = self.metrics.outcomes.get("agreed", 0) - agreed_before
@@ -333,6 +351,48 @@ class Runtime:
             levels = np.quantile(np.fromiter((p for p, _ in trades), np.float64), PRICE_LEVELS)
             quantiles = tuple(float(v) for v in levels)
         return SlotReport(slot, len(pairings), agreed, duration, volume, quantiles)
+
+    def _disruptions(self) -> int:
+        """Events that take quantity a slot had matched back out of it: agreements of unproven
+        buyers that failed, and agents excluded (their peers' negotiations end with them)."""
+        return self.settler.provisional_failed + len(self.router.retired)
+
+    async def _aftermarket(
+        self, slot: int, view: object, pairings: list[Any], disrupted: int
+    ) -> float:
+        """Before gate closure: wait for the unproven buyers' payments (:meth:`Settler.cleared`)
+        and, if the slot was disrupted (some of their agreements failed, or an agent was
+        excluded), match what is still untraded and negotiate again, up to
+        ``aftermarket_rounds`` times; the extra rounds' pairings are added to ``pairings``. An
+        undisrupted slot trades as it would without an aftermarket (no round, no draw from the
+        rng). Returns the time spent waiting for payments (settling,
+        not negotiating: left out of ``negotiation_s``)."""
+        settler = self.settler
+        waited = 0.0
+        for _ in range(self.config.aftermarket_rounds):
+            started = self.clock()
+            await settler.cleared(self.config.clearing_timeout_s)
+            waited += self.clock() - started
+            if self._disruptions() == disrupted or self._stopping:
+                break
+            disrupted = self._disruptions()
+            await self._quiesce(self.config.grace_s)  # the failures reach both parties
+            retired = self.router.retired
+            positions = []
+            for agent in self.agents:
+                reopen = getattr(agent, "reopen", None)
+                if reopen is not None and agent.address not in retired:
+                    position = reopen(slot)
+                    if position is not None:
+                        positions.append(position)
+            again = self.matcher(slot, positions, view, self.rng)
+            if not again:
+                break
+            self.metrics.count(self.metrics.aftermarket, "rounds")
+            self.metrics.count(self.metrics.aftermarket, "negotiations", len(again))
+            await self._negotiate(slot, again)
+            pairings.extend(again)
+        return waited
 
     async def _population(self, slot: int, positions: list[Position]) -> object:
         if self.population is None:
@@ -420,53 +480,18 @@ class Runtime:
                     await anyio.sleep(0.001)
 
     def _report(self, wall_s: float) -> RunReport:
-        m = self.metrics
-        counts = self.ledger.counts()
-        traded, _amount, _fees = self.ledger.settled_totals()
-        agreements = m.outcomes.get("agreed", 0)
-        negotiations = self._negotiations
-        offers = m.messages.get("propose", 0) + m.messages.get("counter", 0)
-        messages = sum(v for k, v in m.messages.items() if k not in ("start", "timeout"))
-        nego_s = max(self._negotiation_s, 1e-9)
-
-        def quantiles(h: Any) -> dict[str, float]:
-            return {
-                f"p{int(q * 100)}": round(h.quantile(q) * 1000, 4) if h.samples else 0.0
-                for q in (0.5, 0.95, 0.99)
-            }
-
-        return RunReport(
+        return run_report(
+            self.metrics,
+            self.ledger,
             engine=self.engine.name,
             agents=len(self.agents),
             slots=self._slots_done,
-            negotiations=negotiations,
-            agreements=agreements,
-            agreement_rate=round(agreements / negotiations, 6) if negotiations else 0.0,
-            outcomes=dict(sorted(m.outcomes.items())),
-            messages=messages,
-            messages_per_negotiation=round(messages / negotiations, 4) if negotiations else 0.0,
-            latency_ms=quantiles(m.negotiation_latency),
-            settle_latency_ms=quantiles(m.settlement_latency),
-            offers_per_s=round(offers / nego_s, 1),
-            negotiations_per_s=round(negotiations / nego_s, 1),
-            settled=counts["settled"],
-            failed_settlements=counts["failed"],
-            failure_reasons=self.ledger.failure_reasons(),
-            traded_wh=traded,
-            paid_msat=m.paid_msat,
-            fees_msat=m.fees_msat,
-            rejected_messages=dict(sorted(m.rejected.items())),
-            late_messages=dict(sorted(m.late.items())),
-            agent_failures=m.agent_failures,
+            negotiations=self._negotiations,
+            negotiation_s=self._negotiation_s,
+            clearing_s=self._clearing_s,
             overflow=self.bus.overflow,
-            wall_s=round(wall_s, 4),
-            negotiation_s=round(self._negotiation_s, 4),
-            ledger_path=self.ledger.path,
-            ledger_digest=self.ledger.digest(),
+            wall_s=wall_s,
             interrupted=self._stopping,
-            rail=m.rail,
-            payments=m.payments.summary() if m.payments is not None else {},
-            excluded=dict(sorted(m.excluded.items())),
         )
 
 

@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import msgspec
 from pydantic import BaseModel, ConfigDict, Field
+
+if TYPE_CHECKING:
+    from negotiator.ledger import Ledger
+    from negotiator.metrics import Histogram, RunMetrics
 
 
 class RuntimeConfig(BaseModel):
@@ -37,6 +41,15 @@ class RuntimeConfig(BaseModel):
     )
     max_reneges: int = Field(
         1, ge=1, description="unpaid agreements before a buyer is excluded from the market"
+    )
+    aftermarket_rounds: int = Field(
+        2,
+        ge=0,
+        description="rounds of trading again, before gate closure, the quantities of agreements"
+        " that unproven buyers left unpaid (0: close the slot without waiting for them)",
+    )
+    clearing_timeout_s: float = Field(
+        5.0, gt=0, description="time gate closure waits for unproven buyers' payments, at most"
     )
     max_effects: int = Field(8, ge=1, description="effects one handler call may return, at most")
     max_strikes: int = Field(
@@ -91,6 +104,7 @@ class RunReport(msgspec.Struct, frozen=True):
     overflow: int
     wall_s: float
     negotiation_s: float
+    """Time in the slots' negotiations (the aftermarket's included, waiting for payments not)."""
     ledger_path: str
     ledger_digest: str
     interrupted: bool
@@ -100,3 +114,73 @@ class RunReport(msgspec.Struct, frozen=True):
     excluded: dict[str, int] = {}
     """Agents the runtime excluded from the market, by reason (``refused_messages``:
     forged, out-of-turn or flooding moves; ``reneged``: invoices left unpaid)."""
+    clearing_s: float = 0.0
+    """Time gate closures waited for the payments of buyers that had never paid before."""
+    aftermarket: dict[str, int] = {}
+    """Aftermarket ``rounds`` (before gate closure, after unproven buyers' agreements failed)
+    and the ``negotiations`` opened in them (counted in ``negotiations`` too)."""
+
+
+def run_report(
+    m: RunMetrics,
+    ledger: Ledger,
+    *,
+    engine: str,
+    agents: int,
+    slots: int,
+    negotiations: int,
+    negotiation_s: float,
+    clearing_s: float,
+    overflow: int,
+    wall_s: float,
+    interrupted: bool,
+) -> RunReport:
+    """The summary of a run from its metrics, its ledger and the runtime's own counts."""
+    counts = ledger.counts()
+    traded, _amount, _fees = ledger.settled_totals()
+    agreements = m.outcomes.get("agreed", 0)
+    offers = m.messages.get("propose", 0) + m.messages.get("counter", 0)
+    messages = sum(v for k, v in m.messages.items() if k not in ("start", "timeout"))
+    nego_s = max(negotiation_s, 1e-9)
+
+    def quantiles(h: Histogram) -> dict[str, float]:
+        return {
+            f"p{int(q * 100)}": round(h.quantile(q) * 1000, 4) if h.samples else 0.0
+            for q in (0.5, 0.95, 0.99)
+        }
+
+    return RunReport(
+        engine=engine,
+        agents=agents,
+        slots=slots,
+        negotiations=negotiations,
+        agreements=agreements,
+        agreement_rate=round(agreements / negotiations, 6) if negotiations else 0.0,
+        outcomes=dict(sorted(m.outcomes.items())),
+        messages=messages,
+        messages_per_negotiation=round(messages / negotiations, 4) if negotiations else 0.0,
+        latency_ms=quantiles(m.negotiation_latency),
+        settle_latency_ms=quantiles(m.settlement_latency),
+        offers_per_s=round(offers / nego_s, 1),
+        negotiations_per_s=round(negotiations / nego_s, 1),
+        settled=counts["settled"],
+        failed_settlements=counts["failed"],
+        failure_reasons=ledger.failure_reasons(),
+        traded_wh=traded,
+        paid_msat=m.paid_msat,
+        fees_msat=m.fees_msat,
+        rejected_messages=dict(sorted(m.rejected.items())),
+        late_messages=dict(sorted(m.late.items())),
+        agent_failures=m.agent_failures,
+        overflow=overflow,
+        wall_s=round(wall_s, 4),
+        negotiation_s=round(negotiation_s, 4),
+        clearing_s=round(clearing_s, 4),
+        ledger_path=ledger.path,
+        ledger_digest=ledger.digest(),
+        interrupted=interrupted,
+        rail=m.rail,
+        payments=m.payments.summary() if m.payments is not None else {},
+        excluded=dict(sorted(m.excluded.items())),
+        aftermarket=dict(sorted(m.aftermarket.items())),
+    )

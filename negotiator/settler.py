@@ -88,6 +88,14 @@ class Settler:
         self._busy = 0
         self._idle = asyncio.Event()
         self._idle.set()
+        self.payers: set[int] = set()
+        """Buyers that have paid for an agreement (proven: their agreements are final at once)."""
+        self.provisional: set[int] = set()
+        """Agreements of unproven buyers not yet settled or failed (see :meth:`cleared`)."""
+        self.provisional_failed = 0
+        """Agreements of unproven buyers that failed, so far."""
+        self._cleared = asyncio.Event()
+        self._cleared.set()
         self._db = anyio.CapacityLimiter(1)
         metrics.rail = rail.name
         metrics.payments = rail.stats
@@ -99,6 +107,9 @@ class Settler:
     def agree(self, agreement: Agreement, now: float) -> None:
         """An agreement was reached: settle it."""
         self._pending[agreement.nid] = _Pending(agreement, now)
+        if agreement.buyer not in self.payers:
+            self.provisional.add(agreement.nid)
+            self._cleared.clear()
         self._submit(agreement)
 
     def pay(self, pay: Pay) -> None:
@@ -140,6 +151,28 @@ class Settler:
         if pending is not None and not pending.abandoned:
             pending.abandoned = True
             self._submit((nid, reason))
+
+    async def cleared(self, timeout: float) -> bool:
+        """Wait until every agreement of an unproven buyer is settled or failed (at most
+        ``timeout`` seconds); returns whether they all were.
+
+        A buyer that has never paid is not trusted to pay after gate closure: the runtime waits
+        for its agreements to settle before it closes the slot, so that the quantity of one that
+        fails (a buyer that reneged) can be traded again in the same slot (the aftermarket).
+        Honest buyers pay as soon as their invoice arrives; after their first payment their
+        agreements settle beside the next slots' negotiations, as every agreement used to.
+        """
+        with anyio.move_on_after(timeout):
+            while self.provisional:
+                await self._cleared.wait()
+        return not self.provisional
+
+    def _resolved(self, nid: int, failed: bool) -> None:
+        if nid in self.provisional:
+            self.provisional.discard(nid)
+            self.provisional_failed += failed
+            if not self.provisional:
+                self._cleared.set()
 
     def _submit(self, job: Agreement | Pay | tuple[int, str]) -> None:
         self._idle.clear()
@@ -314,6 +347,8 @@ class Settler:
             for pending, result in done:
                 a = pending.agreement
                 del self._pending[a.nid]
+                self.payers.add(a.buyer)
+                self._resolved(a.nid, False)
                 metrics.settlement_latency.observe(now - pending.accepted_at)
                 metrics.count(metrics.settlements, "settled")
                 metrics.fees_msat += result.fee_msat
@@ -347,6 +382,7 @@ class Settler:
         await self._ledger(self.ledger.mark_failed, failed)
         for nid, reason in failed:
             pending = self._pending.pop(nid)
+            self._resolved(nid, True)
             a = pending.agreement
             self.metrics.count(self.metrics.settlements, "failed")
             _log.info("settlement_failed", nid=nid, reason=reason)

@@ -104,8 +104,9 @@ class SimulationConfig(BaseModel):
     byzantine: str | None = Field(
         None,
         description="Byzantine members: malformed, replay, spam, renege, misreport,"
-        " counterfeit, all (each in turn), absent (they sit out: the baseline) or honest (the"
-        " same members, trading honestly: the control)",
+        " counterfeit, all (each in turn), absent (they sit out: the baseline), honest (the"
+        " same members, trading honestly: the control) or ideal-BEHAVIOUR (what an ideal"
+        " defence against it would leave)",
     )
     byzantine_share: float = Field(
         0.2, ge=0.0, le=1.0, description="share of the members that are Byzantine"

@@ -6,11 +6,16 @@ from __future__ import annotations
 from pathlib import Path
 
 import anyio
+import numpy as np
 import pytest
 
-from agents import Trader
-from agents.adversaries import BEHAVIOURS, Absent, Renege, adversary
+from agents import Trader, strategy
+from agents.adversaries import BEHAVIOURS, Absent, Renege, SellsOnly, adversary
+from market.matching import board_matcher
+from negotiator.ledger import Ledger
+from negotiator.runtime import Runtime, RuntimeConfig
 from negotiator.simulation import SimulationConfig, build
+from payments import InProcessRail
 
 
 async def _balances(sim: object, agents: list[int]) -> dict[int, int]:
@@ -68,7 +73,75 @@ def test_behaviours_are_chosen_by_name() -> None:
     assert adversary("renege", 0) is Renege and adversary("absent", 5) is Absent
     assert adversary("honest", 3) is Trader  # the control: the same members, no attack
     assert {adversary("all", k) for k in range(len(BEHAVIOURS))} == set(BEHAVIOURS.values())
+    # ideal defences: a reneger's sales are real, its demand is not; other attacks are void
+    assert adversary("ideal-renege", 0) is SellsOnly and adversary("ideal-spam", 0) is Trader
+    ideal_all = [adversary("ideal-all", k) for k in range(len(BEHAVIOURS))]
+    assert ideal_all.count(SellsOnly) == 1 and ideal_all.count(Trader) == len(BEHAVIOURS) - 1
+    with pytest.raises(ValueError, match="choose from"):
+        adversary("ideal-nice", 0)
     with pytest.raises(ValueError, match="choose from"):
         adversary("nice", 0)
     with pytest.raises(ValueError, match="choose from"):
         SimulationConfig(byzantine="nice")
+
+
+def _market(tmp_path: Path, rounds: int) -> tuple[Runtime, list[Trader], Ledger]:
+    """A seller of 10 kWh, a reneger who bids more for all of it (its import price is higher),
+    and an honest buyer whose lower bid leaves it out of the first round (price priority)."""
+    members = ((Trader, -10_000, 200_000), (Renege, 10_000, 200_000), (Trader, 10_000, 150_000))
+    traders = [
+        cls(
+            address,
+            "member",
+            lambda slot, n=net: n,
+            lambda slot, p=price: (p, 50_000),  # msat per kWh: import, export
+            strategy("linear"),
+            max_rounds=6,
+        )
+        for address, (cls, net, price) in enumerate(members)
+    ]
+    ledger = Ledger(tmp_path / f"ledger-{rounds}.sqlite")
+    runtime = Runtime(
+        traders,
+        rail=InProcessRail({i: 10**12 for i in range(3)}),
+        ledger=ledger,
+        matcher=board_matcher(),
+        rng=np.random.default_rng(0),
+        config=RuntimeConfig(aftermarket_rounds=rounds),
+    )
+    return runtime, traders, ledger
+
+
+@pytest.mark.parametrize("rounds", [0, 2])
+def test_what_a_reneger_left_unpaid_is_sold_again_before_gate_closure(
+    tmp_path: Path, rounds: int
+) -> None:
+    runtime, (seller, _, honest), ledger = _market(tmp_path, rounds)
+    report = anyio.run(runtime.run, 1)
+    runtime.close()
+    states = dict(ledger.counts())
+    ledger.close()
+    assert report.failure_reasons == {"unpaid": 1} and 1 in runtime.router.excluded
+    if rounds == 0:  # no aftermarket: the sale failed after the seller's slot closed on it
+        assert seller.sold_wh == 0 and seller.exported_wh == 10_000
+        assert honest.bought_wh == 0 and honest.imported_wh == 10_000
+        assert report.aftermarket == {} and states["settled"] == 0
+        return
+    # the aftermarket: the seller's 10 kWh went to the honest buyer in the same slot
+    assert report.aftermarket == {"negotiations": 1, "rounds": 1}
+    assert seller.sold_wh == honest.bought_wh == 10_000
+    assert seller.exported_wh == honest.imported_wh == 0
+    assert states["settled"] == 1 and report.negotiations == 2
+    assert seller.revenue_msat == honest.cost_msat > 10_000 * 50_000 // 1000
+    assert runtime.settler.payers == {2} and not runtime.settler.provisional
+
+
+def test_a_member_who_only_sells_never_buys() -> None:
+    tariff = lambda slot: (200_000, 50_000)  # noqa: E731
+    needs = SellsOnly(0, "member", lambda slot: 5_000, tariff, strategy("linear"))
+    has = SellsOnly(1, "member", lambda slot: -5_000, tariff, strategy("linear"))
+    assert needs.open_slot(0, None) is None and needs.reopen(0) is None
+    position = has.open_slot(0, None)
+    assert position is not None and position.quantity == 5_000
+    needs.close_slot(0)  # what it needed came from the grid
+    assert needs.imported_wh == 5_000 and needs.bought_wh == 0

@@ -8,6 +8,7 @@ from typing import Any
 import anyio
 import pytest
 
+from negotiator.actor import Pay
 from negotiator.ledger import Agreement, Ledger
 from negotiator.messages import SettlementFailed, Terms
 from negotiator.metrics import RunMetrics
@@ -67,4 +68,35 @@ async def test_agreements_that_time_out_are_failed_once_each_however_long_the_dr
         assert await settler.drain(5)
         tg.cancel_scope.cancel()
     assert ledger.failure_reasons() == {"settlement_timeout": 200}
+    ledger.close()
+
+
+async def test_gate_closure_waits_for_unproven_buyers_and_no_longer_than_its_timeout(
+    tmp_path: Path,
+) -> None:
+    """An agreement of a buyer that has never paid is provisional until it settles or fails;
+    ``cleared`` waits for it, at most its timeout (a buyer sitting on its invoice cannot hold a
+    slot open longer than that)."""
+    ledger = Ledger(tmp_path / "ledger.sqlite")
+    settler = Settler(InProcessRail({1: 10**9, 2: 0}), ledger, RunMetrics(), lambda _: None)
+    terms = Terms("energy", 1000, 200_000, 0, 1)
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(settler.run)
+        settler.agree(Agreement(1, 0, 1, 2, terms, 3), 0.0)
+        assert settler.provisional == {1}
+        assert not await settler.cleared(0.05)  # invoiced; the buyer has not answered
+        settler.abandon(1, "unpaid")
+        assert await settler.cleared(5) and settler.provisional_failed == 1
+        settler.agree(Agreement(2, 0, 1, 2, terms, 3), 0.0)
+        with anyio.fail_after(5):
+            while ledger.state_of(2) != "settling":
+                await anyio.sleep(0.001)
+        invoice = settler._pending[2].invoice
+        assert invoice is not None
+        settler.pay(Pay(2, 1, invoice))
+        assert await settler.cleared(5)
+        assert settler.payers == {1} and settler.provisional_failed == 1
+        settler.agree(Agreement(3, 0, 1, 2, terms, 3), 0.0)  # buyer 1 has paid: final at once
+        assert not settler.provisional and await settler.cleared(0)
+        tg.cancel_scope.cancel()
     ledger.close()
