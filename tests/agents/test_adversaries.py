@@ -4,13 +4,14 @@ pays for anything it did not agree to."""
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import anyio
 import numpy as np
 import pytest
 
 from agents import Trader, strategy
-from agents.adversaries import BEHAVIOURS, Absent, Renege, SellsOnly, adversary
+from agents.adversaries import BEHAVIOURS, Absent, Renege, Replay, SellsOnly, adversary
 from market.matching import board_matcher
 from negotiator.ledger import Ledger
 from negotiator.runtime import Runtime, RuntimeConfig
@@ -85,16 +86,25 @@ def test_behaviours_are_chosen_by_name() -> None:
         SimulationConfig(byzantine="nice")
 
 
-def _market(tmp_path: Path, rounds: int) -> tuple[Runtime, list[Trader], Ledger]:
-    """A seller of 10 kWh, a reneger who bids more for all of it (its import price is higher),
-    and an honest buyer whose lower bid leaves it out of the first round (price priority)."""
-    members = ((Trader, -10_000, 200_000), (Renege, 10_000, 200_000), (Trader, 10_000, 150_000))
+def _market(
+    tmp_path: Path,
+    rounds: int,
+    members: tuple[tuple[type[Trader], int, int], ...] = (
+        (Trader, -10_000, 200_000),
+        (Renege, 10_000, 200_000),
+        (Trader, 10_000, 150_000),
+    ),
+    **runtime: Any,
+) -> tuple[Runtime, list[Trader], Ledger]:
+    """By default a seller of 10 kWh, a reneger who bids more for all of it (its import price is
+    higher), and an honest buyer whose lower bid leaves it out of the first round (price
+    priority). ``members``: (class, net Wh, import price) each; export price 50,000."""
     traders = [
         cls(
             address,
             "member",
             lambda slot, n=net: n,
-            lambda slot, p=price: (p, 50_000),  # msat per kWh: import, export
+            lambda slot, p=price, n=net: (p, 50_000 if n > 0 else p // 4),  # msat per kWh
             strategy("linear"),
             max_rounds=6,
         )
@@ -103,11 +113,11 @@ def _market(tmp_path: Path, rounds: int) -> tuple[Runtime, list[Trader], Ledger]
     ledger = Ledger(tmp_path / f"ledger-{rounds}.sqlite")
     runtime = Runtime(
         traders,
-        rail=InProcessRail({i: 10**12 for i in range(3)}),
+        rail=InProcessRail({i: 10**12 for i in range(len(traders))}),
         ledger=ledger,
         matcher=board_matcher(),
         rng=np.random.default_rng(0),
-        config=RuntimeConfig(aftermarket_rounds=rounds),
+        config=RuntimeConfig(aftermarket_rounds=rounds, **runtime),
     )
     return runtime, traders, ledger
 
@@ -145,3 +155,23 @@ def test_a_member_who_only_sells_never_buys() -> None:
     assert position is not None and position.quantity == 5_000
     needs.close_slot(0)  # what it needed came from the grid
     assert needs.imported_wh == 5_000 and needs.bought_wh == 0
+
+
+@pytest.mark.parametrize("rounds", [0, 2])
+def test_the_peer_of_an_agent_excluded_mid_slot_trades_again_before_gate_closure(
+    tmp_path: Path, rounds: int
+) -> None:
+    # a cheap replaying seller wins the buyer on the board, is excluded at its first refused
+    # move, and the buyer's need goes to the dearer honest seller in the aftermarket
+    members = ((Replay, -10_000, 160_000), (Trader, -10_000, 240_000), (Trader, 10_000, 200_000))
+    runtime, (_, honest_seller, buyer), ledger = _market(tmp_path, rounds, members, max_strikes=1)
+    report = anyio.run(runtime.run, 1)
+    runtime.close()
+    ledger.close()
+    assert runtime.router.excluded == {0} and report.excluded == {"refused_messages": 1}
+    if rounds == 0:
+        assert buyer.bought_wh == 0 and buyer.imported_wh == 10_000
+        assert report.aftermarket == {}
+        return
+    assert report.aftermarket == {"negotiations": 1, "rounds": 1}
+    assert buyer.bought_wh == honest_seller.sold_wh == 10_000 and buyer.imported_wh == 0
