@@ -28,7 +28,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from negotiator.actor import Agent, Matcher
+from negotiator.actor import Agent
 
 
 @dataclass(frozen=True)
@@ -80,8 +80,6 @@ class DomainMarket:
     quality: Callable[[Sequence[Trade]], dict[str, Any]]
     """Market quality from the settled trades: ``efficiency`` against the domain's benchmark,
     and whatever else the domain measures."""
-    matcher: Matcher | None = None
-    """None: the kernel's board matcher (price priority per resource type)."""
 
 
 class Domain(Protocol):
