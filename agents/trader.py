@@ -79,7 +79,11 @@ class _Neg:
 
 
 class Trader:
-    """An energy trader with a time-dependent concession strategy."""
+    """A trader with a time-dependent concession strategy: each slot it buys ``net(slot)`` units
+    (or sells, when negative) of its ``resource`` between the limits ``tariff(slot)`` gives (the
+    most it pays to buy, the least it takes to sell; msat per 1,000 units) and books the rest with
+    :meth:`outside_option`. Its fields are named for energy, the first domain (``imported_wh``:
+    units to the outside option), but it trades any resource (:mod:`domains`)."""
 
     __slots__ = (
         "_after",
@@ -250,10 +254,12 @@ class Trader:
         if len(self._after) <= slot:
             self._after.extend([0] * (slot + 1 - len(self._after)))
         self._after[slot] = left
-        self._grid(slot, left, +1)
+        self.outside_option(slot, left, +1)
 
-    def _grid(self, slot: int, position: int, sign: int) -> None:
-        """Add (``sign`` +1) or take back (-1) the grid's side of ``position`` in ``slot``."""
+    def outside_option(self, slot: int, position: int, sign: int) -> None:
+        """Book (``sign`` +1) or take back (-1, a settlement failed) the untraded ``position``
+        of ``slot`` (+ to buy, - to sell) with the outside option. For energy that is the grid
+        at the tariff (what this does); a domain's trader overrides it (a spot courier...)."""
         imp, exp = self._tariff(slot)
         if position > 0:
             self.imported_wh += sign * position
@@ -404,9 +410,9 @@ class Trader:
             self.sold_wh -= q
         if slot < len(self._after):  # the slot is closed: redo its grid side without the trade
             before = self._after[slot]
-            self._grid(slot, before, -1)
+            self.outside_option(slot, before, -1)
             self._after[slot] = before + delta
-            self._grid(slot, before + delta, +1)
+            self.outside_option(slot, before + delta, +1)
         else:  # the slot is still open: the quantity can be traded again (the aftermarket)
             self._traded -= delta
             self._available += q

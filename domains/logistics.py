@@ -265,7 +265,7 @@ class Shipper(Trader):
         if slot == self.value.deadline:
             self._pending = 0
 
-    def _grid(self, slot: int, position: int, sign: int) -> None:
+    def outside_option(self, slot: int, position: int, sign: int) -> None:
         """The outside option: the spot courier, at its price (whenever a booking is lost)."""
         if position > 0:
             self.spot_parcels += sign * position
@@ -295,7 +295,7 @@ class Carrier(Trader):
             **kwargs,
         )
 
-    def _grid(self, slot: int, position: int, sign: int) -> None:
+    def outside_option(self, slot: int, position: int, sign: int) -> None:
         return None  # idle capacity: nothing earned, nothing spent
 
 
@@ -303,6 +303,7 @@ class LogisticsDomain:
     """The logistics adapter (:class:`negotiator.domain.Domain`)."""
 
     name = "logistics"
+    default = "logistics"
 
     def scenarios(self) -> tuple[str, ...]:
         return tuple(sorted(p.stem for p in SCENARIOS.glob("*.toml")))
@@ -364,7 +365,17 @@ class LogisticsDomain:
                 "spot_parcels": parcels - delivered,
             }
 
-        return DomainMarket(agents, spec.slots, funding, inbound, quality)
+        return DomainMarket(
+            agents,
+            spec.slots,
+            funding,
+            inbound,
+            quality,
+            unit="parcel",
+            price_label="sat / parcel",
+            price_scale=1e6,  # msat per 1,000 parcels to sat per parcel
+            span=float(max(spec.capacity[1], spec.parcels[1])),
+        )
 
 
 __all__ = [

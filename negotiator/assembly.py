@@ -1,24 +1,15 @@
-"""Parts of a simulated run that come from the other packages: the scenario's community and
-devices, the settlement rail, the Byzantine members (a composition root, with simulation)."""
+"""Parts of a simulated run that come from the other packages: the settlement rail and the
+Byzantine members (a composition root, with simulation and domain_run)."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Literal, Protocol
 
 import numpy as np
 
 from agents import Trader
 from agents.adversaries import adversary
-from market import (
-    Community,
-    CommunitySpec,
-    Dispatch,
-    EnergyCommunity,
-    Scenario,
-    TimeOfUseTariff,
-    dispatch,
-)
 from negotiator.settlement import Rail
 from payments import Chain, InProcessRail, LightningNetwork, SimulatedLightning, community_graph
 from payments.cln import ClnNode, ClnRail
@@ -38,24 +29,24 @@ def byzantine(
     return {i: adversary(config.byzantine, k) for k, i in enumerate(chosen)}
 
 
-def scenario(
-    config: SimulationConfig, rng: np.random.Generator
-) -> tuple[EnergyCommunity, Dispatch, Community, TimeOfUseTariff]:
-    """Realise the scenario and run its devices: the members' positions become the traders'."""
-    assert config.scenario is not None
-    scenario = Scenario.load(config.scenario)
-    energy = scenario.realise(rng)
-    devices = dispatch(energy, "selfish" if config.market == "naive" else "meanfield")
-    tariff = scenario.tou()
-    spec = CommunitySpec(
-        agents=scenario.agents, slots=scenario.slots, slots_per_day=scenario.slots_per_day
-    )
-    load = np.rint(energy.load_wh).astype(np.int64)
-    community = Community(spec, energy.agent_types, load, load - devices.net_wh, devices.net_wh)
-    return energy, devices, community, tariff
+class RailOptions(Protocol):
+    """The run options the rail is built from (:class:`SimulationConfig` has them)."""
+
+    @property
+    def rail(self) -> Literal["lightning", "inprocess", "cln"]: ...
+    @property
+    def seed(self) -> int: ...
+    @property
+    def hubs(self) -> int: ...
+    @property
+    def placement(self) -> Literal["node", "hub"]: ...
+    @property
+    def cln_nodes(self) -> dict[str, str]: ...
+    @property
+    def settlement(self) -> Literal["per_trade", "netted"]: ...
 
 
-def rail(config: SimulationConfig, funding: dict[int, int], inbound: dict[int, int]) -> Rail:
+def rail(config: RailOptions, funding: dict[int, int], inbound: dict[int, int]) -> Rail:
     """The settlement rail: a simulated Lightning community on hubs (default), real Core
     Lightning nodes with the agents spread over them, or plain balances."""
     if config.rail == "inprocess":

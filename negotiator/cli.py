@@ -19,6 +19,7 @@ from rich.table import Table
 from market.reports import lq_report, mfg_report
 from negotiator import log, report
 from negotiator.cluster_cli import run_cluster, worker
+from negotiator.domain_run import DomainConfig, DomainRun, DomainSummary, build_domain
 from negotiator.errors import RecoveryError
 from negotiator.live import LiveView
 from negotiator.metrics import Exporter
@@ -146,9 +147,42 @@ def simulate(
     spawn: Annotated[
         bool, typer.Option(help="--workers: start the workers here (else print how to).")
     ] = True,
+    domain: Annotated[
+        str,
+        typer.Option(
+            help="energy (the community, every option above) or logistics (shippers and"
+            " carriers trade delivery slots; --scenario names its day: logistics or a TOML)."
+        ),
+    ] = "energy",
 ) -> None:
-    """Run a simulated energy community: negotiate every slot, settle every agreement."""
+    """Run a simulated market (an energy community by default): negotiate every slot, settle
+    every agreement, measure the market against its domain's benchmark."""
     log.configure(log_level)
+    if domain != "energy":
+        if byzantine or workers or state or cln or cln_dir:
+            raise typer.BadParameter(
+                "--byzantine, --workers, --state and --rail cln are energy-community options"
+            )
+        try:
+            run = build_domain(
+                DomainConfig(
+                    domain=domain,
+                    scenario=scenario,
+                    seed=seed,
+                    strategy=strategy,
+                    max_rounds=max_rounds,
+                    ledger=str(ledger) if ledger else None,
+                    rail=rail,
+                    hubs=hubs,
+                    placement=placement,
+                    runtime=RuntimeConfig(engine=engine, shards=shards,
+                                          max_in_flight=max_in_flight, deadline_ms=deadline_ms),
+                )
+            )  # fmt: skip
+        except (ValidationError, ValueError, FileNotFoundError) as exc:
+            raise typer.BadParameter(str(exc)) from None
+        _execute(run, None, None, quiet, live, metrics_port, json_out, report_dir, False)
+        return
     if (workers is None) != (nats is None):
         raise typer.BadParameter("--workers and --nats go together")
     if state is not None and ledger is not None:
@@ -247,8 +281,8 @@ def resume(
 
 
 def _execute(
-    sim: Simulation,
-    config: SimulationConfig,
+    sim: Simulation | DomainRun,
+    config: SimulationConfig | None,
     checkpoint: Callable[[int], Awaitable[None]] | None,
     quiet: bool,
     live: bool,
@@ -259,7 +293,7 @@ def _execute(
 ) -> None:
     """Run ``sim`` with a progress bar (or live view), then print and write its summary."""
     console = Console(stderr=False)
-    slots = sim.community.spec.slots
+    slots = sim.slots
     progress = progress_bar(console, quiet)
     task = progress.add_task("slots", total=slots, completed=sim.runtime.slots_done, info="")
     view = LiveView(console, sim.runtime.metrics, slots) if live and not quiet else None
@@ -275,7 +309,7 @@ def _execute(
         if not quiet:
             console.print(f"metrics at {exporter.url}")
 
-    async def main(run: Simulation) -> Summary:
+    async def main(run: Simulation | DomainRun) -> Summary | DomainSummary:
         return await run.run(
             on_slot,
             handle_signals=True,
@@ -297,7 +331,7 @@ def _execute(
         del sim  # the baseline builds a second community: free the first one's memory (closing
         gc.collect()  # the run gave its population back to the collector)
         naive = None
-        if config.scenario is not None and baselines and not summary.run.interrupted:
+        if config and config.scenario is not None and baselines and not summary.run.interrupted:
             progress.update(task, completed=0, description="naive", info="naive baseline")
             baseline = build(config.naive())
             try:
@@ -311,7 +345,8 @@ def _execute(
         json_out.parent.mkdir(parents=True, exist_ok=True)
         json_out.write_text(json.dumps(data, indent=2) + "\n")
     if not quiet:
-        console.print(summary_table(data))
+        quality = list(summary.quality) if isinstance(summary, DomainSummary) else ()
+        console.print(summary_table(data, quality))
     if report_dir is not None and trace is not None:
         written = report.write(report_dir, data, trace)
         if not quiet:

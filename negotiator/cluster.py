@@ -282,6 +282,7 @@ _SUMS = (
     "messages",
     "settled",
     "failed_settlements",
+    "traded_units",
     "traded_wh",
     "paid_msat",
     "fees_msat",

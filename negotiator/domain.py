@@ -80,12 +80,22 @@ class DomainMarket:
     quality: Callable[[Sequence[Trade]], dict[str, Any]]
     """Market quality from the settled trades: ``efficiency`` against the domain's benchmark,
     and whatever else the domain measures."""
+    unit: str = "unit"
+    """One base unit of quantity, for people (``Wh``, ``parcel``)."""
+    price_label: str = "sat / 1,000 units"
+    price_scale: float = 1000.0
+    """Prices (msat per 1,000 units) are shown divided by this, in ``price_label``."""
+    span: float = 5000.0
+    """The largest net position an agent takes in a slot, in units (the mean-field service's
+    histogram spans ``[-span, span]``)."""
 
 
 class Domain(Protocol):
     """An adapter: a name, its scenarios, and how it builds a run's market."""
 
     name: str
+    default: str
+    """The scenario a run takes when none is named."""
 
     def scenarios(self) -> tuple[str, ...]:
         """The named scenarios it ships."""

@@ -212,6 +212,15 @@ class Ledger:
         ).fetchone()
         return int(row[0]), int(row[1]), int(row[2])
 
+    def settled(self) -> list[tuple[int, int, int, int, int]]:
+        """``(buyer, seller, slot, quantity, amount_msat)`` of every settled agreement, in nid
+        order (what a domain's benchmark measures the run by)."""
+        rows = self._db.execute(
+            "SELECT buyer, seller, slot, quantity, amount_msat FROM agreements"
+            " WHERE state = 'settled' ORDER BY nid"
+        )
+        return [(int(b), int(s), int(t), int(q), int(a)) for b, s, t, q, a in rows]
+
     def failure_reasons(self) -> dict[str, int]:
         """How many agreements failed, per reason."""
         rows = self._db.execute(

@@ -96,8 +96,10 @@ class LiveView:
             "agreement rate": (
                 f"{self.agreements / self.negotiations:.1%}" if self.negotiations else "-"
             ),
-            "slot price (msat/kWh)": f"{m.slot_price:,.0f}" if m.slot_price is not None else "-",
-            "guidance price (msat/kWh)": f"{guidance:,}" if guidance is not None else "-",
+            "slot price (msat/1k units)": f"{m.slot_price:,.0f}"
+            if m.slot_price is not None
+            else "-",
+            "guidance price (msat/1k units)": f"{guidance:,}" if guidance is not None else "-",
             "in flight": f"{m.in_flight:,}",
             "settled / failed": f"{settled:,} / {failed:,}",
             "payments ok": f"{ok / total:.1%} of {total:,}" if total else "-",
@@ -119,6 +121,6 @@ class LiveView:
         return (
             f"slot {f['slot']}: {report.negotiations} negotiations, {report.agreements} agreed;"
             f" {f['negotiations / s (wall)']}/s; latency p50/p95/p99 {f['latency p50 / p95 / p99 (ms)']}"
-            f" ms; price {f['slot price (msat/kWh)']}; settled/failed {f['settled / failed']};"
+            f" ms; price {f['slot price (msat/1k units)']}; settled/failed {f['settled / failed']};"
             f" payments ok {f['payments ok']}"
         )

@@ -58,6 +58,15 @@ class RunTrace:
     population: dict[str, np.ndarray] = field(default_factory=dict)
     """Per agent type: slots x bins counts of the net positions the mean-field service saw."""
     bin_edges: np.ndarray | None = None
+    quantity_label: str = "kW (community)"
+    quantity_scale: float | None = None
+    """Series are drawn multiplied by this (None: Wh per slot to kW)."""
+    price_label: str = "sat / kWh"
+    price_scale: float = 1000.0
+    """Prices (msat per 1,000 units) are drawn divided by this."""
+    population_label: str = "kWh"
+    population_scale: float = 1000.0
+    time_label: str = "hour"
 
 
 def write(directory: Path, summary: dict[str, Any], trace: RunTrace) -> list[Path]:
@@ -90,6 +99,12 @@ def render(directory: Path) -> Path:
         f"<tr><th>{html.escape(k)}</th><td>{html.escape(v)}</td></tr>"
         for k, v in _headline(summary)
     )
+
+    def caption(name: str) -> str:
+        if name == "community" and "unit" in summary:  # a domain run: what was traded
+            return f"{str(summary['unit']).capitalize()}s traded per slot"
+        return _CAPTIONS[name]
+
     figures = []
     for name in PLOTS:
         png = directory / f"{name}.png"
@@ -97,7 +112,7 @@ def render(directory: Path) -> Path:
             data = base64.b64encode(png.read_bytes()).decode()
             figures.append(
                 f'<figure><img src="data:image/png;base64,{data}" alt="{name}">'
-                f"<figcaption>{html.escape(_CAPTIONS[name])}</figcaption></figure>"
+                f"<figcaption>{html.escape(caption(name))}</figcaption></figure>"
             )
     full = html.escape(json.dumps(summary, indent=2))
     title = "negotiator run" + (f": {summary['scenario']}" if "scenario" in summary else "")
@@ -130,8 +145,11 @@ def _headline(s: dict[str, Any]) -> list[tuple[str, str]]:
         ("negotiations", f"{s.get('negotiations', 0):,}"),
         ("agreement rate", _pct(s.get("agreement_rate"))),
         ("settled / failed", f"{s.get('settled')} / {s.get('failed_settlements')}"),
-        ("savings against grid only", _pct(s.get("savings"))),
     ]
+    if "savings" in s:
+        rows.append(("savings against grid only", _pct(s["savings"])))
+    if "unit" in s:
+        rows.append((f"traded ({s['unit']}s)", f"{s.get('traded_units', 0):,}"))
     latency = s.get("latency_ms") or {}
     if latency:
         rows.append(
@@ -174,7 +192,8 @@ def _community(trace: RunTrace, path: Path) -> bool:
         return False
     slots = len(next(iter(series.values())))
     hours = _hours(trace, slots)
-    to_kw = 1 / (1000 * trace.slot_hours)  # Wh per slot to kW
+    scale, ps = trace.quantity_scale, trace.price_scale
+    to_kw = 1 / (1000 * trace.slot_hours) if scale is None else scale  # Wh per slot to kW
     fig, (ax, bx) = plt.subplots(
         2, 1, figsize=(11, 6.5), sharex=True, height_ratios=[3, 1], layout="constrained"
     )
@@ -190,18 +209,20 @@ def _community(trace: RunTrace, path: Path) -> bool:
     for name, values in series.items():
         ax.step(hours, np.asarray(values) * to_kw, where="post", label=name, **style.get(name, {}))
     ax.axhline(0, color="black", linewidth=0.5)
-    ax.set_ylabel("kW (community)")
+    ax.set_ylabel(trace.quantity_label)
     ax.legend(ncol=4, fontsize=8, loc="upper left")
     ax.grid(alpha=0.3)
-    if trace.import_price is not None and trace.export_price is not None:
-        bx.step(hours, trace.import_price / 1000, where="post", label="import", color="#c0392b")
-        bx.step(hours, trace.export_price / 1000, where="post", label="export", color="#2e86c1")
+    tariff = trace.import_price is not None and trace.export_price is not None
+    if tariff or trace.prices is not None:
+        if trace.import_price is not None and trace.export_price is not None:
+            bx.step(hours, trace.import_price / ps, where="post", label="import", color="#c0392b")
+            bx.step(hours, trace.export_price / ps, where="post", label="export", color="#2e86c1")
         if trace.prices is not None:
-            bx.plot(hours, trace.prices[:, 2] / 1000, ".", label="agreed (median)", color="k")
-        bx.set_ylabel("sat / kWh")
+            bx.plot(hours, trace.prices[:, 2] / ps, ".", label="agreed (median)", color="k")
+        bx.set_ylabel(trace.price_label)
         bx.legend(ncol=3, fontsize=8, loc="upper left")
         bx.grid(alpha=0.3)
-    bx.set_xlabel("hour")
+    bx.set_xlabel(trace.time_label)
     fig.savefig(path, dpi=100)
     plt.close(fig)
     return True
@@ -215,15 +236,15 @@ def _prices(trace: RunTrace, path: Path) -> bool:
         return False
     hours = _hours(trace, len(q))
     fig, ax = plt.subplots(figsize=(11, 4), layout="constrained")
-    sat = q / 1000
+    sat = q / (ps := trace.price_scale)
     ax.fill_between(hours, sat[:, 0], sat[:, 4], step="post", alpha=0.2, label="10-90%")
     ax.fill_between(hours, sat[:, 1], sat[:, 3], step="post", alpha=0.4, label="25-75%")
     ax.step(hours, sat[:, 2], where="post", color="k", label="median")
     if trace.import_price is not None and trace.export_price is not None:
-        ax.step(hours, trace.import_price / 1000, where="post", color="#c0392b", label="import")
-        ax.step(hours, trace.export_price / 1000, where="post", color="#2e86c1", label="export")
-    ax.set_xlabel("hour")
-    ax.set_ylabel("sat / kWh")
+        ax.step(hours, trace.import_price / ps, where="post", color="#c0392b", label="import")
+        ax.step(hours, trace.export_price / ps, where="post", color="#2e86c1", label="export")
+    ax.set_xlabel(trace.time_label)
+    ax.set_ylabel(trace.price_label)
     ax.legend(ncol=5, fontsize=8, loc="upper left")
     ax.grid(alpha=0.3)
     fig.savefig(path, dpi=100)
@@ -268,11 +289,12 @@ def _population(trace: RunTrace, path: Path) -> bool:
         counts = np.asarray(trace.population[name], np.float64)  # slots x bins
         hours = _hours(trace, counts.shape[0] + 1)
         share = counts / np.maximum(counts.sum(axis=1, keepdims=True), 1)
-        mesh = ax.pcolormesh(hours, edges / 1000, share.T, cmap="viridis", shading="flat")
+        edge = edges / trace.population_scale
+        mesh = ax.pcolormesh(hours, edge, share.T, cmap="viridis", shading="flat")
         ax.axhline(0, color="white", linewidth=0.5)
-        ax.set_ylabel(f"{name}\nkWh", fontsize=8)
+        ax.set_ylabel(f"{name}\n{trace.population_label}", fontsize=8)
         fig.colorbar(mesh, ax=ax, label="share", pad=0.01)
-    axes[-1].set_xlabel("hour (positive: buying)")
+    axes[-1].set_xlabel(f"{trace.time_label} (positive: buying)")
     fig.savefig(path, dpi=100)
     plt.close(fig)
     return True

@@ -8,9 +8,10 @@ or gate closure when the slot's time is up). Before the gate closes, the slot wa
 payments of buyers that have never paid before (the only agreements it waits for, at most
 ``clearing_timeout_s``); if some of them failed, or an agent was excluded mid-slot, what is still
 untraded is matched and negotiated again (the aftermarket), so that a reneger's purchase goes back
-to the market instead of to the grid. Then every agent closes the slot (untraded quantities go to
-the outside option) and the slot's trades are reported to the mean-field service. Every other
-agreement settles beside all this and never holds up the negotiation loop.
+to the market instead of to the outside option (the grid, for energy). Then every agent closes the
+slot (untraded quantities go to the outside option) and the slot's trades are reported to the
+mean-field service. Every other agreement settles beside all this and never holds up the
+negotiation loop.
 
 SIGINT/SIGTERM stop it cleanly: no new negotiation starts, the ones in flight and every accepted
 agreement are finished (bounded by the grace period), the ledger is consistent, the report is

@@ -94,7 +94,8 @@ class RunReport(msgspec.Struct, frozen=True):
     settled: int
     failed_settlements: int
     failure_reasons: dict[str, int]
-    traded_wh: int
+    traded_units: int
+    """Base units settled (Wh for energy, parcels for logistics)."""
     paid_msat: int
     fees_msat: int
     rejected_messages: dict[str, int]
@@ -166,7 +167,7 @@ def run_report(
         settled=counts["settled"],
         failed_settlements=counts["failed"],
         failure_reasons=ledger.failure_reasons(),
-        traded_wh=traded,
+        traded_units=traded,
         paid_msat=m.paid_msat,
         fees_msat=m.fees_msat,
         rejected_messages=dict(sorted(m.rejected.items())),

@@ -20,6 +20,8 @@ from pydantic import BaseModel, ConfigDict, Field
 from agents import Trader, strategy
 from agents.adversaries import adversary
 from agents.population import member_policies, member_strategies, policy_path
+from domains.energy import accounts, realise
+from domains.energy import quality as energy_quality
 from market import (
     Community,
     CommunitySpec,
@@ -28,14 +30,9 @@ from market import (
     MeanFieldService,
     TimeOfUseTariff,
     board_matcher,
-    demand_shares,
     dispatch,
-    efficiency,
-    grid_cost,
-    jain_index,
-    optimum,
 )
-from negotiator.assembly import byzantine, members, row, scenario
+from negotiator.assembly import byzantine, members, row
 from negotiator.assembly import rail as make_rail
 from negotiator.bus import LocalBus
 from negotiator.ledger import Ledger
@@ -146,6 +143,8 @@ class Summary(msgspec.Struct, frozen=True):
     run: RunReport
     seed: int
     strategy: str
+    traded_wh: int
+    """Energy settled between members (the run's ``traded_units``)."""
     grid_import_wh: int
     grid_export_wh: int
     bought_wh: int
@@ -197,6 +196,11 @@ class Simulation:
     """The members trading in this run (a shard's neighbourhood, or everyone)."""
     reference: dict[str, np.ndarray] = field(default_factory=dict)
     """Scenario runs, after the summary: the grid-only and the optimal imports per slot."""
+
+    @property
+    def slots(self) -> int:
+        """Slots in the run."""
+        return self.community.spec.slots
 
     async def run(
         self,
@@ -264,6 +268,7 @@ class Simulation:
             run=report,
             seed=self.config.seed,
             strategy=self.config.strategy,
+            traded_wh=report.traded_units,
             grid_import_wh=sum(t.imported_wh for t in traders),
             grid_export_wh=sum(t.exported_wh for t in traders),
             bought_wh=sum(t.bought_wh for t in traders),
@@ -274,67 +279,22 @@ class Simulation:
         )
 
     def quality(self, report: RunReport) -> dict[str, Any]:
-        """Market quality of a scenario run, the way the field measures it.
-
-        Costs are the community's: energy at the tariff (peer payments are transfers and
-        cancel), battery wear, the demand charge on the day's highest import, and what the
-        batteries owe the next day if they end below their start (valued at the plan's carry
-        value; credited if above). Grid only is
-        the same community trading nothing, devices run selfishly (each battery serves its
-        owner, flexible loads run at once). ``efficiency`` = (grid only - realised) / (grid only
-        - optimum), the optimum being the HiGHS programme on the realised day. ``jain_index``
-        is over members' gains against grid only (members worse off count as 0).
-        """
+        """Market quality of a scenario run (:func:`domains.energy.quality`): efficiency
+        against the HiGHS optimum, peak, fairness, volatility, self-sufficiency."""
         c, d = self.energy, self.devices
         assert c is not None and d is not None
-        charge = c.demand_charge_per_wh()
         selfish = d if self.config.market == "naive" else dispatch(c, "selfish")
-        alone = np.clip(selfish.net_wh, 0, None)
-        go_import = alone.sum(axis=0)
-        go_member = grid_cost(selfish.net_wh, c.import_price, c.export_price)
-        go_member += selfish.degradation_msat
-        go_member += demand_shares(alone.sum(axis=1), charge * float(go_import.max()))
-        imports = np.asarray(self.slot_import_wh, np.float64)
-        peak = float(imports.max()) if imports.size else 0.0
-        member = np.array([t.cost_msat - t.revenue_msat for t in self.traders], np.float64)
-        member += d.degradation_msat
-        member += d.carry_msat  # batteries that end the day emptier than they started owe it
-        member += demand_shares(
-            np.array([t.imported_wh for t in self.traders], np.float64), charge * peak
+        result, self.reference = energy_quality(
+            c,
+            d,
+            selfish,
+            np.array([t.cost_msat - t.revenue_msat for t in self.traders], np.float64),
+            np.array([t.imported_wh for t in self.traders], np.float64),
+            np.asarray(self.slot_import_wh, np.float64),
+            np.asarray(self.slot_prices),
+            self.config.market,
         )
-        best = optimum(c)
-        self.reference = {
-            "grid import, grid only": go_import.astype(np.float64),
-            "grid import, optimum": best.grid_import_wh,
-        }
-        grid_only, realised = float(go_member.sum()), float(member.sum())
-        prices = np.asarray(self.slot_prices)
-        load = float(c.load_wh.sum() + d.flexible_wh.sum())
-        per_type = {
-            name: round(float(member[c.type_code == k].mean()) / 1000, 1)
-            for k, name in enumerate(c.type_names)
-            if (c.type_code == k).any()
-        }
-        return {
-            "scenario": c.scenario.name,
-            "market": self.config.market,
-            "efficiency": round(efficiency(grid_only, realised, best.cost_msat), 4),
-            "cost_msat": round(realised),
-            "optimum_cost_msat": round(best.cost_msat),
-            "grid_only_cost_msat": round(grid_only),
-            "peak_import_wh": round(peak),
-            "grid_only_peak_import_wh": int(go_import.max()),
-            "optimum_peak_import_wh": round(best.peak_wh),
-            "peak_reduction": round(1 - peak / float(go_import.max()), 4)
-            if go_import.max()
-            else 0.0,
-            "jain_index": round(jain_index(go_member - member), 4),
-            "price_volatility": round(float(prices.std() / prices.mean()), 4)
-            if prices.size
-            else 0.0,
-            "self_sufficiency": round(1 - float(imports.sum()) / load, 4) if load else 0.0,
-            "cost_per_member_sat": per_type,
-        }
+        return result
 
     def trace(self) -> RunTrace:
         """What the run did slot by slot, for the report (after :meth:`run`)."""
@@ -411,7 +371,7 @@ def build(
     energy: EnergyCommunity | None = None
     devices: Dispatch | None = None
     if config.scenario is not None:
-        energy, devices, community, tariff = scenario(config, community_rng)
+        energy, devices, community, tariff = realise(config.scenario, config.market, community_rng)
         if config.market == "naive":  # one fixed linear strategy, no policy
             strategies = [strategy("linear")] * energy.agents
         else:
@@ -455,12 +415,7 @@ def build(
         )
         for i in here
     ]
-    # Fund every account for its whole need at the peak price, with room to spare.
-    need_wh = np.clip(community.net_wh, 0, None).sum(axis=1)
-    funding = need_wh * tariff.peak // 1000 * 2 + 1_000_000
-    surplus_wh = np.clip(-community.net_wh, 0, None).sum(axis=1)
-    inbound = surplus_wh * tariff.peak // 1000 * 2 + 1_000_000  # room to be paid for sales
-    rail = make_rail(config, {i: int(funding[i]) for i in here}, {i: int(inbound[i]) for i in here})
+    rail = make_rail(config, *accounts(community.net_wh, tariff.peak, here))
     path = config.ledger or str(Path(tempfile.mkdtemp(prefix="negotiator-")) / "ledger.sqlite")
     ledger = Ledger(path)
     service = MeanFieldService(location=config.location)

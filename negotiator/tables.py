@@ -3,6 +3,8 @@ progress bar."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
@@ -22,8 +24,9 @@ def progress_bar(console: Console, quiet: bool, unit: str = "slot") -> Progress:
     )
 
 
-def summary_table(data: dict[str, object]) -> Table:
-    """The ``simulate`` summary (the JSON's figures) as a two-column table."""
+def summary_table(data: dict[str, object], quality: Sequence[str] = ()) -> Table:
+    """The ``simulate`` summary (the JSON's figures) as a two-column table; ``quality``: a
+    domain run's market-quality keys, shown as they are."""
     table = Table(title="Run summary", show_header=False)
     table.add_column("what", style="bold")
     table.add_column("value", justify="right")
@@ -40,11 +43,9 @@ def summary_table(data: dict[str, object]) -> Table:
         ("latency p50 / p95 / p99", f"{latency['p50']} / {latency['p95']} / {latency['p99']} ms"),
         ("settle p50 / p95", f"{settle['p50']} / {settle['p95']} ms"),
         ("settled / failed", f"{data['settled']} / {data['failed_settlements']}"),
-        ("traded", f"{int(str(data['traded_wh'])) / 1000:,.1f} kWh"),
-        ("paid", f"{int(str(data['paid_msat'])) // 1000:,} sat"),
-        ("community savings vs grid only", f"{float(str(data['savings'])):.1%}"),
+        *_traded_rows(data),
         *_payment_rows(data),
-        *_quality_rows(data),
+        *([(key, data[key]) for key in quality] if quality else _quality_rows(data)),
         ("rejected messages", data["rejected_messages"] or 0),
         ("late moves (void)", data["late_messages"] or 0),
         ("ledger", data["ledger_path"]),
@@ -53,6 +54,17 @@ def summary_table(data: dict[str, object]) -> Table:
     for name, value in rows:
         table.add_row(name, str(value))
     return table
+
+
+def _traded_rows(data: dict[str, object]) -> list[tuple[str, object]]:
+    paid = ("paid", f"{int(str(data['paid_msat'])) // 1000:,} sat")
+    if "traded_wh" not in data:  # a domain run: its own unit
+        return [("traded", f"{int(str(data['traded_units'])):,} {data.get('unit', 'unit')}s"), paid]
+    return [
+        ("traded", f"{int(str(data['traded_wh'])) / 1000:,.1f} kWh"),
+        paid,
+        ("community savings vs grid only", f"{float(str(data['savings'])):.1%}"),
+    ]
 
 
 def _quality_rows(data: dict[str, object]) -> list[tuple[str, object]]:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import sqlite3
 from itertools import pairwise
 from pathlib import Path
 
@@ -113,13 +112,8 @@ def test_the_logistics_day_trades_on_the_kernel_near_its_benchmark(tmp_path: Pat
     )
     report = anyio.run(runtime.run, market.slots)
     runtime.close()
-    db = sqlite3.connect(ledger.path)
-    rows = db.execute(
-        "SELECT buyer, seller, slot, quantity, amount_msat FROM agreements WHERE state='settled'"
-    ).fetchall()
-    db.close()
+    trades = [Trade(*row) for row in ledger.settled()]
     ledger.close()
-    trades = [Trade(*row) for row in rows]
     quality = market.quality(trades)
     assert report.agreement_rate > 0.95 and report.failed_settlements == 0
     assert quality["efficiency"] >= 0.9  # the target

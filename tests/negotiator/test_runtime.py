@@ -72,7 +72,7 @@ async def test_every_agreement_is_settled_and_paid_exactly(tmp_path: Path, engin
         t.exported_wh * sim.tariff.export // 1000 for t in sim.traders
     )
     assert all(t.open_negotiations == 0 for t in sim.traders)
-    assert summary.bought_wh == run.traded_wh > 0
+    assert summary.bought_wh == summary.traded_wh == run.traded_units > 0
     sim.close()
 
 
@@ -95,7 +95,7 @@ async def test_a_slot_opens_only_once_the_settlement_backlog_is_below_its_bound(
     assert max(backlog) <= 5 and summary.run.agreements > 100
     assert summary.run.settled == summary.run.agreements
     traded = [r for r in reports if r.agreements]
-    assert sum(r.traded for r in reports) == summary.run.traded_wh
+    assert sum(r.traded for r in reports) == summary.run.traded_units
     assert all(len(r.prices) == 5 and r.prices == tuple(sorted(r.prices)) for r in traded)
     assert all(r.prices == () for r in reports if not r.agreements)
 
