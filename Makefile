@@ -37,6 +37,7 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/learning_vs_classic.py
 	$(BIN)/python benchmarks/byzantine.py --fraction 0.2
 	$(BIN)/python benchmarks/scale_out.py
+	$(BIN)/python benchmarks/domains.py
 
 ## A million generated messages through decode and the protocol; crashing inputs kept.
 fuzz: $(STAMP)
