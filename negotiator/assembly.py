@@ -4,12 +4,14 @@ Byzantine members (a composition root, with simulation and domain_run)."""
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Literal, Protocol
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
+from pydantic import BaseModel, ConfigDict, Field
 
 from agents import Trader
 from agents.adversaries import adversary
+from negotiator.runtime_types import RuntimeConfig
 from negotiator.settlement import Rail
 from payments import Chain, InProcessRail, LightningNetwork, SimulatedLightning, community_graph
 from payments.cln import ClnNode, ClnRail
@@ -29,24 +31,49 @@ def byzantine(
     return {i: adversary(config.byzantine, k) for k, i in enumerate(chosen)}
 
 
-class RailOptions(Protocol):
-    """The run options the rail is built from (:class:`SimulationConfig` has them)."""
-
-    @property
-    def rail(self) -> Literal["lightning", "inprocess", "cln"]: ...
-    @property
-    def seed(self) -> int: ...
-    @property
-    def hubs(self) -> int: ...
-    @property
-    def placement(self) -> Literal["node", "hub"]: ...
-    @property
-    def cln_nodes(self) -> dict[str, str]: ...
-    @property
-    def settlement(self) -> Literal["per_trade", "netted"]: ...
+MEANFIELD = "meanfield"
+"""Bus address of the mean-field service."""
 
 
-def rail(config: RailOptions, funding: dict[int, int], inbound: dict[int, int]) -> Rail:
+class RunSettings(BaseModel):
+    """How any run trades and settles, whatever its domain (the energy community's
+    :class:`SimulationConfig` and a domain's :class:`negotiator.domain_run.DomainConfig` add
+    what they simulate)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    seed: int = Field(0, ge=0, description="seed of every random choice in the run")
+    max_rounds: int = Field(10, ge=1, description="offers per negotiation, at most")
+    max_partners: int = Field(12, ge=1, description="sellers each buyer negotiates with per slot")
+    ledger: str | None = Field(None, description="SQLite ledger path; a temp file when None")
+    rail: Literal["lightning", "inprocess", "cln"] = Field(
+        "lightning",
+        description="simulated Lightning network, plain in-process balances, or real Core"
+        " Lightning nodes",
+    )
+    cln_nodes: dict[str, str] = Field(
+        default_factory=dict,
+        description="Core Lightning nodes for --rail cln: name -> JSON-RPC socket path",
+    )
+    settlement: Literal["per_trade", "netted"] = Field(
+        "per_trade",
+        description="cln: one payment per agreement, or one per node pair per netting window",
+    )
+    hubs: int = Field(4, ge=1, description="Lightning service providers the agents are spread over")
+    placement: Literal["node", "hub"] = Field(
+        "node",
+        description="node: every agent runs a node with a channel to its hub;"
+        " hub: agents are internal accounts on their hub's node",
+    )
+    runtime: RuntimeConfig = Field(default_factory=RuntimeConfig)
+
+    def model_post_init(self, context: Any) -> None:
+        """cln needs its nodes."""
+        if self.rail == "cln" and not self.cln_nodes:
+            raise ValueError("--rail cln needs nodes: --cln NAME=SOCKET (repeat) or --cln-dir")
+
+
+def rail(config: RunSettings, funding: dict[int, int], inbound: dict[int, int]) -> Rail:
     """The settlement rail: a simulated Lightning community on hubs (default), real Core
     Lightning nodes with the agents spread over them, or plain balances."""
     if config.rail == "inprocess":

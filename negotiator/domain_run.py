@@ -17,57 +17,43 @@ import tempfile
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import msgspec
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 
 from agents import strategy
 from domains import adapter
 from market import MeanFieldService, board_matcher
+from negotiator.assembly import MEANFIELD, RunSettings
 from negotiator.assembly import rail as make_rail
 from negotiator.bus import LocalBus
 from negotiator.domain import DomainMarket, Trade
 from negotiator.ledger import Ledger
-from negotiator.metrics import Exporter, RunMetrics
-from negotiator.report import RunTrace
-from negotiator.runtime import PRICE_LEVELS, RunReport, Runtime, RuntimeConfig, SlotReport
+from negotiator.metrics import Exporter, RunMetrics, serving
+from negotiator.report import RunTrace, histograms, slot_figures
+from negotiator.runtime import RunReport, Runtime, SlotReport
 from negotiator.settlement import Rail
 
-MEANFIELD = "meanfield"
-"""Bus address of the mean-field service."""
 
-
-class DomainConfig(BaseModel):
-    """Everything that defines a domain's run."""
-
-    model_config = ConfigDict(frozen=True, extra="forbid")
+class DomainConfig(RunSettings):
+    """Everything that defines a domain's run: the domain, its scenario, how agents concede
+    (and, inherited, how the run trades and settles)."""
 
     domain: str = Field("logistics", description="the adapter (domains.ADAPTERS)")
     scenario: str | None = Field(
         None, description="the domain's named scenario or a TOML path (None: its default)"
     )
-    seed: int = Field(0, ge=0, description="seed of every random choice in the run")
     strategy: str = Field("mixed", description="boulware, linear, conceder or mixed")
-    max_rounds: int = Field(10, ge=1, description="offers per negotiation, at most")
-    max_partners: int = Field(12, ge=1, description="sellers each buyer negotiates with per slot")
-    ledger: str | None = Field(None, description="SQLite ledger path; a temp file when None")
-    rail: Literal["lightning", "inprocess", "cln"] = "lightning"
-    cln_nodes: dict[str, str] = Field(default_factory=dict)
-    settlement: Literal["per_trade", "netted"] = "per_trade"
-    hubs: int = Field(4, ge=1, description="Lightning service providers the agents are spread over")
-    placement: Literal["node", "hub"] = "node"
     guidance: bool = Field(True, description="agents read the mean-field service each slot")
-    runtime: RuntimeConfig = Field(default_factory=RuntimeConfig)
 
     def model_post_init(self, context: Any) -> None:
         """Unknown domains and strategies are refused early, with the choices."""
+        super().model_post_init(context)
         adapter(self.domain)
         if self.strategy != "mixed":
             strategy(self.strategy)
-        if self.rail == "cln" and not self.cln_nodes:
-            raise ValueError("--rail cln needs nodes: --cln NAME=SOCKET (repeat) or --cln-dir")
 
 
 class DomainSummary(msgspec.Struct, frozen=True):
@@ -117,30 +103,19 @@ class DomainRun:
         checkpoint: Callable[[int], Awaitable[None]] | None = None,
     ) -> DomainSummary:
         """Run every slot, settle, and measure the market against the domain's benchmark."""
-        exporter = None
-        if metrics_port is not None:
-            exporter = Exporter(self.runtime.metrics, metrics_port)
-            if on_exporter is not None:
-                on_exporter(exporter)
 
         def slot_done(report: SlotReport) -> None:
             self.slot_traded.append(report.traded)
             self.slot_price_levels.append(report.prices)
             seen = self.service.last if self.runtime.population is not None else None
-            if seen is not None and seen.slot == report.slot:
-                self.population.append({n: t.histogram for n, t in seen.types.items()})
-            else:
-                self.population.append({})
+            self.population.append(histograms(seen, report.slot))
             if on_slot is not None:
                 on_slot(report)
 
-        try:
+        with serving(self.runtime.metrics, metrics_port, on_exporter):
             report = await self.runtime.run(
                 self.slots, on_slot=slot_done, handle_signals=handle_signals, checkpoint=checkpoint
             )
-        finally:
-            if exporter is not None:
-                exporter.close()
         trades = [Trade(*row) for row in self.ledger.settled()]
         return DomainSummary(
             run=report,
@@ -153,25 +128,14 @@ class DomainRun:
 
     def trace(self) -> RunTrace:
         """What the run did slot by slot, for the report (after :meth:`run`)."""
-        slots = len(self.slot_traded)
-        levels = np.full((slots, len(PRICE_LEVELS)), np.nan)
-        for t, q in enumerate(self.slot_price_levels):
-            if q:
-                levels[t] = q
-        names = sorted({n for hist in self.population for n in hist})
-        bins = len(self.service.bin_edges) - 1
-        population = {
-            n: np.array([hist.get(n, [0] * bins) for hist in self.population]) for n in names
-        }
         samples = self.runtime.metrics.negotiation_latency.samples
         m = self.market
         return RunTrace(
             slot_hours=1.0,
             series={f"{m.unit}s traded": np.asarray(self.slot_traded, np.float64)},
-            prices=levels,
-            latency_ms=np.asarray(samples if samples is not None else [], np.float64) * 1000,
-            population=population,
-            bin_edges=self.service.bin_edges if population else None,
+            **slot_figures(
+                self.slot_price_levels, self.population, self.service.bin_edges, samples
+            ),
             quantity_label=f"{m.unit}s per slot",
             quantity_scale=1.0,
             price_label=m.price_label,

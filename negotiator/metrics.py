@@ -14,6 +14,7 @@ import copy
 import math
 from array import array
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import Any, Final
 
 from prometheus_client import CollectorRegistry, start_http_server
@@ -470,3 +471,21 @@ class Exporter:
         self._server.shutdown()
         self._server.server_close()
         self._thread.join(timeout=5)
+
+
+@contextmanager
+def serving(
+    metrics: RunMetrics, port: int | None, on_exporter: Callable[[Exporter], None] | None = None
+) -> Iterator[Exporter | None]:
+    """Serve ``metrics`` on 127.0.0.1:``port`` for the block (nothing when ``port`` is None);
+    ``on_exporter`` hears where."""
+    if port is None:
+        yield None
+        return
+    exporter = Exporter(metrics, port)
+    try:
+        if on_exporter is not None:
+            on_exporter(exporter)
+        yield exporter
+    finally:
+        exporter.close()

@@ -69,6 +69,39 @@ class RunTrace:
     time_label: str = "hour"
 
 
+def histograms(snapshot: Any, slot: int) -> dict[str, list[int]]:
+    """The mean-field service's histograms of net positions per type in its ``snapshot``
+    (``market.Snapshot``), if it is ``slot``'s; empty otherwise."""
+    if snapshot is None or snapshot.slot != slot:
+        return {}
+    return {name: stats.histogram for name, stats in snapshot.types.items()}
+
+
+def slot_figures(
+    levels: list[tuple[float, ...]],
+    population: list[dict[str, list[int]]],
+    bin_edges: np.ndarray,
+    latency_s: Any,
+) -> dict[str, Any]:
+    """:class:`RunTrace`'s ``prices``, ``latency_ms``, ``population`` and ``bin_edges`` from
+    what a run recorded per slot: its price levels, the service's :func:`histograms`, and the
+    latency samples (seconds; None when not kept)."""
+    width = max((len(q) for q in levels), default=5)
+    prices = np.full((len(levels), width), np.nan)
+    for t, q in enumerate(levels):
+        if q:
+            prices[t] = q
+    names = sorted({n for hist in population for n in hist})
+    bins = len(bin_edges) - 1
+    per_type = {n: np.array([hist.get(n, [0] * bins) for hist in population]) for n in names}
+    return {
+        "prices": prices,
+        "latency_ms": np.asarray(latency_s if latency_s is not None else [], np.float64) * 1000,
+        "population": per_type,
+        "bin_edges": bin_edges if per_type else None,
+    }
+
+
 def write(directory: Path, summary: dict[str, Any], trace: RunTrace) -> list[Path]:
     """Write ``summary.json`` and the plots into ``directory``; returns the files written."""
     directory.mkdir(parents=True, exist_ok=True)

@@ -32,7 +32,7 @@ import nats
 import structlog
 
 from market import MeanFieldService, Snapshot
-from negotiator.assembly import members
+from negotiator.assembly import MEANFIELD, members
 from negotiator.cluster import (
     HUB,
     Hello,
@@ -49,7 +49,7 @@ from negotiator.natsbus import NatsBus, Remote, backoff, shard_identity
 from negotiator.recovery import StateDir, checkpointer, restore, rows_after
 from negotiator.runtime_types import SlotReport
 from negotiator.signing import Keyring
-from negotiator.simulation import MEANFIELD, SimulationConfig, build
+from negotiator.simulation import SimulationConfig, build
 from payments.graph import node_secret
 
 _log = structlog.get_logger(__name__)

@@ -15,7 +15,7 @@ from typing import Any, Literal
 
 import msgspec
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import ConfigDict, Field
 
 from agents import Trader, strategy
 from agents.adversaries import adversary
@@ -32,20 +32,17 @@ from market import (
     board_matcher,
     dispatch,
 )
-from negotiator.assembly import byzantine, members, row
+from negotiator.assembly import MEANFIELD, RunSettings, byzantine, members, row
 from negotiator.assembly import rail as make_rail
 from negotiator.bus import LocalBus
 from negotiator.ledger import Ledger
-from negotiator.metrics import Exporter, RunMetrics
-from negotiator.report import RunTrace
-from negotiator.runtime import PRICE_LEVELS, RunReport, Runtime, RuntimeConfig, SlotReport
+from negotiator.metrics import Exporter, RunMetrics, serving
+from negotiator.report import RunTrace, histograms, slot_figures
+from negotiator.runtime import RunReport, Runtime, SlotReport
 from negotiator.settlement import Rail
 
-MEANFIELD = "meanfield"
-"""Bus address of the mean-field service."""
 
-
-class SimulationConfig(BaseModel):
+class SimulationConfig(RunSettings):
     """Everything that defines a simulated community run."""
 
     model_config = ConfigDict(frozen=True, extra="forbid")
@@ -53,7 +50,6 @@ class SimulationConfig(BaseModel):
     agents: int = Field(1000, ge=2, description="number of prosumers and consumers")
     slots: int = Field(24, ge=1, description="trading slots to run")
     slots_per_day: int = Field(24, ge=1, description="slots in one day (24: hourly)")
-    seed: int = Field(0, ge=0, description="seed of every random choice in the run")
     pv_share: float = Field(0.4, ge=0.0, le=1.0, description="share of agents with rooftop PV")
     strategy: str = Field(
         "mixed",
@@ -65,28 +61,6 @@ class SimulationConfig(BaseModel):
         ge=0.0,
         le=1.0,
         description="learned runs: share of the members using the policy (None: as trained)",
-    )
-    max_rounds: int = Field(10, ge=1, description="offers per negotiation, at most")
-    max_partners: int = Field(12, ge=1, description="sellers each buyer negotiates with per slot")
-    ledger: str | None = Field(None, description="SQLite ledger path; a temp file when None")
-    rail: Literal["lightning", "inprocess", "cln"] = Field(
-        "lightning",
-        description="simulated Lightning network, plain in-process balances, or real Core"
-        " Lightning nodes",
-    )
-    cln_nodes: dict[str, str] = Field(
-        default_factory=dict,
-        description="Core Lightning nodes for --rail cln: name -> JSON-RPC socket path",
-    )
-    settlement: Literal["per_trade", "netted"] = Field(
-        "per_trade",
-        description="cln: one payment per agreement, or one per node pair per netting window",
-    )
-    hubs: int = Field(4, ge=1, description="Lightning service providers the agents are spread over")
-    placement: Literal["node", "hub"] = Field(
-        "node",
-        description="node: every agent runs a node with a channel to its hub;"
-        " hub: agents are internal accounts on their hub's node",
     )
     scenario: str | None = Field(
         None,
@@ -113,7 +87,6 @@ class SimulationConfig(BaseModel):
         description="the mean-field service's location statistic: median and trimmed are"
         " robust to false state reports",
     )
-    runtime: RuntimeConfig = Field(default_factory=RuntimeConfig)
 
     @property
     def learned(self) -> str | None:
@@ -126,6 +99,7 @@ class SimulationConfig(BaseModel):
 
     def model_post_init(self, context: Any) -> None:
         """Reject unknown strategy names early, with the choices; cln needs its nodes."""
+        super().model_post_init(context)
         if self.learned is not None:
             if not Path(self.learned).is_file():
                 raise ValueError(f"no policy file at {self.learned}")
@@ -133,8 +107,6 @@ class SimulationConfig(BaseModel):
             strategy(self.strategy)
         if self.byzantine is not None:
             adversary(self.byzantine, 0)
-        if self.rail == "cln" and not self.cln_nodes:
-            raise ValueError("--rail cln needs nodes: --cln NAME=SOCKET (repeat) or --cln-dir")
 
 
 class Summary(msgspec.Struct, frozen=True):
@@ -213,11 +185,6 @@ class Simulation:
     ) -> Summary:
         """Run every slot not yet run, settle, and summarise (``checkpoint``: see
         :meth:`Runtime.run` and :mod:`negotiator.recovery`)."""
-        exporter = None
-        if metrics_port is not None:
-            exporter = Exporter(self.runtime.metrics, metrics_port)
-            if on_exporter is not None:
-                on_exporter(exporter)
         imported = [sum(t.imported_wh for t in self.traders)]  # not 0 in a resumed run
         exported = [sum(t.exported_wh for t in self.traders)]
 
@@ -233,21 +200,14 @@ class Simulation:
                 self.slot_prices.append(price)
             self.slot_price_levels.append(report.prices)
             seen = self.service.last if self.runtime.population is not None else None
-            if seen is not None and seen.slot == report.slot:
-                self.population.append({n: t.histogram for n, t in seen.types.items()})
-            else:
-                self.population.append({})
+            self.population.append(histograms(seen, report.slot))
             if on_slot is not None:
                 on_slot(report)
 
-        slots = self.community.spec.slots
-        try:
+        with serving(self.runtime.metrics, metrics_port, on_exporter):
             report = await self.runtime.run(
-                slots, on_slot=slot_done, handle_signals=handle_signals, checkpoint=checkpoint
+                self.slots, on_slot=slot_done, handle_signals=handle_signals, checkpoint=checkpoint
             )
-        finally:
-            if exporter is not None:
-                exporter.close()
         return self._summary(report)
 
     def _summary(self, report: RunReport) -> Summary:
@@ -321,25 +281,15 @@ class Simulation:
         series["grid export"] = np.asarray(self.slot_export_wh, np.float64)
         for name, values in self.reference.items():
             series[name] = np.asarray(values[:slots], np.float64)
-        levels = np.full((slots, len(PRICE_LEVELS)), np.nan)
-        for t, q in enumerate(self.slot_price_levels):
-            if q:
-                levels[t] = q
-        names = sorted({n for hist in self.population for n in hist})
-        bins = len(self.service.bin_edges) - 1
-        population = {
-            n: np.array([hist.get(n, [0] * bins) for hist in self.population]) for n in names
-        }
         samples = self.runtime.metrics.negotiation_latency.samples
         return RunTrace(
             slot_hours=24 / spec.slots_per_day,
             series=series,
             import_price=np.asarray(imp[:slots], np.float64),
             export_price=np.asarray(exp[:slots], np.float64),
-            prices=levels,
-            latency_ms=np.asarray(samples if samples is not None else [], np.float64) * 1000,
-            population=population,
-            bin_edges=self.service.bin_edges if population else None,
+            **slot_figures(
+                self.slot_price_levels, self.population, self.service.bin_edges, samples
+            ),
         )
 
     def close(self) -> None:
