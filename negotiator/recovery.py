@@ -37,10 +37,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final
 
-import anyio
 import msgspec
 import structlog
 
+from negotiator import threads
 from negotiator.errors import RecoveryError
 from negotiator.ledger import FAILED, SETTLED, Ledger
 from negotiator.settlement import PaymentStatus, Rail
@@ -293,7 +293,7 @@ def checkpointer(
             _log.info("reconciled", slot=slot, **outcome)
             pending.clear()
         data = encode(capture(sim, slot))
-        await anyio.to_thread.run_sync(state.write, data)
+        await threads.run_sync(state.write, data)
 
     return checkpoint
 

@@ -6,7 +6,8 @@ answers with a ``Pay`` effect; pay through the rail, journal the outcome (``sett
 preimage, or ``failed`` with a reason), and deliver ``Paid`` or ``SettlementFailed`` to both parties.
 
 Jobs are taken in batches, so the ledger sees one transaction per batch (SQLite in a worker thread,
-one call at a time) rather than one per agreement. ``workers`` batches proceed at once: one is
+one call at a time, through :func:`negotiator.threads.run_sync` so that a saturated negotiation
+loop cannot starve it) rather than one per agreement. ``workers`` batches proceed at once: one is
 fastest for an in-process rail that never suspends, more keep a slow rail (real Lightning) busy
 without ever making the negotiation loop wait on it.
 """
@@ -23,6 +24,7 @@ import anyio
 import msgspec
 import structlog
 
+from negotiator import threads
 from negotiator.actor import Pay
 from negotiator.errors import SettlementError
 from negotiator.ledger import Agreement, Ledger
@@ -255,7 +257,7 @@ class Settler:
             await self._fail([(nid, reason) for nid, reason in abandoned if nid in self._pending])
 
     async def _ledger(self, fn: Callable[..., Any], *args: Any) -> Any:
-        return await anyio.to_thread.run_sync(fn, *args, limiter=self._db)
+        return await threads.run_sync(fn, *args, limiter=self._db)
 
     async def _each(self, items: list[Any], step: Callable[[Any], Awaitable[None]]) -> None:
         """Run ``step`` over ``items``: one after another for a rail that never suspends (with

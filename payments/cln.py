@@ -1,10 +1,11 @@
 """``ClnRail``: settlement through real Core Lightning nodes, over pyln-client.
 
 pyln-client is synchronous and opens a connection per call, so every call runs in a worker thread
-(``anyio.to_thread.run_sync``) under a dedicated CapacityLimiter: the negotiation loop never waits
-on Lightning, and at most ``concurrency`` calls are in flight. Only documented v26.06 RPCs are used
-(``invoice``, ``xpay``, ``listinvoices``, ``listpays``, ``listsendpays``, ``listpeerchannels``,
-``getinfo``); never the deprecated ``pay``, ``keysend``, ``renepay`` or ``decodepay``.
+(:func:`negotiator.threads.run_sync`, which keeps a busy negotiation loop from starving it) under a
+dedicated CapacityLimiter: the negotiation loop never waits on Lightning, and at most
+``concurrency`` calls are in flight. Only documented v26.06 RPCs are used (``invoice``, ``xpay``,
+``listinvoices``, ``listpays``, ``listsendpays``, ``listpeerchannels``, ``getinfo``); never the
+deprecated ``pay``, ``keysend``, ``renepay`` or ``decodepay``.
 
 Agents map onto the available nodes (many agents per node, each with an internal account there);
 two agents on one node settle by internal transfer. Idempotency: the invoice label is the
@@ -34,6 +35,7 @@ from typing import Any
 import anyio
 import structlog
 
+from negotiator import threads
 from negotiator.errors import AlreadyPaid, InvoiceError, PaymentFailed
 from negotiator.messages import Invoice
 from negotiator.metrics import PaymentStats
@@ -144,7 +146,7 @@ class ClnRail:
         trouble (socket missing, connection lost) becomes _Transport."""
         rpc = self._rpcs[node]
         try:
-            return await anyio.to_thread.run_sync(
+            return await threads.run_sync(
                 functools.partial(rpc.call, method, params),
                 abandon_on_cancel=True,
                 limiter=self._limiter,
