@@ -16,6 +16,7 @@ import anyio
 import pytest
 from typer.testing import CliRunner
 
+from negotiator import threads
 from negotiator.cli import app
 from negotiator.errors import RecoveryError
 from negotiator.ledger import Agreement, Ledger
@@ -150,6 +151,26 @@ def test_a_run_resumed_after_a_crash_ends_as_if_never_stopped(tmp_path: Path, en
     assert resumed.community_cost_msat == whole.community_cost_msat
     assert resumed.run.paid_msat == whole.run.paid_msat
     assert resumed.run.negotiations == whole.run.negotiations
+
+
+def test_checkpoints_are_written_from_a_worker_the_loop_cannot_starve(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Each slot's checkpoint is written in a worker thread through negotiator.threads (the GIL
+    # hand-off), so a saturated loop cannot hold the next slot up behind it.
+    writes: list[str] = []
+    run_sync = threads.run_sync
+
+    async def spy(fn: Any, *args: Any, **kwargs: Any) -> Any:
+        writes.append(getattr(fn, "__name__", ""))
+        return await run_sync(fn, *args, **kwargs)
+
+    monkeypatch.setattr(threads, "run_sync", spy)
+    state = StateDir(tmp_path / "state")
+    summary = _run(build(_config(tmp_path, "shard", "state")), state)
+    assert writes.count("write") == summary.run.slots + 1  # one before slot 0, one per slot
+    saved = state.load()
+    assert saved is not None and saved.slot == summary.run.slots - 1
 
 
 def test_the_cli_refuses_a_used_state_directory_and_a_missing_one(tmp_path: Path) -> None:

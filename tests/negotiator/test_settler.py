@@ -8,6 +8,7 @@ from typing import Any
 import anyio
 import pytest
 
+from negotiator import threads
 from negotiator.actor import Pay
 from negotiator.ledger import Agreement, Ledger
 from negotiator.messages import SettlementFailed, Terms
@@ -99,4 +100,34 @@ async def test_gate_closure_waits_for_unproven_buyers_and_no_longer_than_its_tim
         settler.agree(Agreement(3, 0, 1, 2, terms, 3), 0.0)  # buyer 1 has paid: final at once
         assert not settler.provisional and await settler.cleared(0)
         tg.cancel_scope.cancel()
+    ledger.close()
+
+
+async def test_the_ledger_is_written_from_a_worker_the_loop_cannot_starve(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Every journal write goes through negotiator.threads.run_sync (the GIL hand-off), never
+    # straight to anyio.to_thread: under a saturated loop the latter took seconds per write.
+    calls: list[str] = []
+    run_sync = threads.run_sync
+
+    async def spy(fn: Any, *args: Any, **kwargs: Any) -> Any:
+        calls.append(fn.__name__)
+        return await run_sync(fn, *args, **kwargs)
+
+    monkeypatch.setattr(threads, "run_sync", spy)
+    ledger = Ledger(tmp_path / "ledger.sqlite")
+    delivered: list[Any] = []
+    settler = Settler(InProcessRail({1: 10**9, 2: 0}), ledger, RunMetrics(), delivered.append)
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(settler.run)
+        settler.agree(Agreement(5, 0, 1, 2, Terms("energy", 1000, 200_000, 0, 1), 3), 0.0)
+        with anyio.fail_after(5):
+            while not delivered:
+                await anyio.sleep(0.001)
+        settler.pay(Pay(5, 1, delivered[0].invoice))
+        assert await settler.drain(5)
+        tg.cancel_scope.cancel()
+    assert ledger.state_of(5) == "settled"
+    assert calls == ["record", "mark_settled"]
     ledger.close()

@@ -6,10 +6,12 @@ import hashlib
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import anyio
 import pytest
 
+from negotiator import threads
 from negotiator.errors import PaymentFailed
 from negotiator.settlement import PaymentStatus
 from payments.cln import ClnNode, ClnRail
@@ -190,3 +192,23 @@ def test_simulate_with_cln_needs_its_nodes() -> None:
     assert result.exit_code == 2 and "--cln" in result.output
     result = CliRunner().invoke(app, ["simulate", "--quiet", "--rail", "cln", "--cln", "x"])
     assert result.exit_code == 2 and "NAME=SOCKET" in result.output
+
+
+async def test_node_calls_go_through_the_gil_hand_off(
+    double: ClnDouble, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # pyln-client blocks, so each call runs in a worker thread; through negotiator.threads so
+    # that a saturated negotiation loop cannot starve it of the GIL.
+    methods: list[str] = []
+    run_sync = threads.run_sync
+
+    async def spy(fn: Any, *args: Any, **kwargs: Any) -> Any:
+        methods.append(fn.args[0])  # functools.partial(rpc.call, method, params)
+        return await run_sync(fn, *args, **kwargs)
+
+    monkeypatch.setattr(threads, "run_sync", spy)
+    r = rail(double, timeout_s=5)
+    invoice = await r.create_invoice(2, 500_000, "agreement-1", "")
+    await r.pay(0, invoice)
+    assert "invoice" in methods and "xpay" in methods
+    assert len(methods) == len(double.calls)  # every call the nodes saw
