@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import importlib.util
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from typing import Any
 
 import pytest
 
-from negotiator import log
+from negotiator import log, threads
 from tests.natsserver import nats_server  # noqa: F401  (a fixture for the NATS tests)
 
 _BACKENDS = [pytest.param(("asyncio", {"use_uvloop": False}), id="asyncio")]
@@ -20,6 +21,21 @@ if importlib.util.find_spec("uvloop") is not None:
 def anyio_backend(request: pytest.FixtureRequest) -> tuple[str, dict[str, bool]]:
     """The event loops the runtime supports."""
     return request.param  # type: ignore[no-any-return]
+
+
+@pytest.fixture
+def thread_calls(monkeypatch: pytest.MonkeyPatch) -> list[Callable[..., Any]]:
+    """The functions run in worker threads through :func:`negotiator.threads.run_sync` (the GIL
+    hand-off) during the test, in order."""
+    calls: list[Callable[..., Any]] = []
+    run_sync = threads.run_sync
+
+    async def spy(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+        calls.append(fn)
+        return await run_sync(fn, *args, **kwargs)
+
+    monkeypatch.setattr(threads, "run_sync", spy)
+    return calls
 
 
 @pytest.fixture(scope="session")

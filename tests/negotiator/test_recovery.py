@@ -16,7 +16,6 @@ import anyio
 import pytest
 from typer.testing import CliRunner
 
-from negotiator import threads
 from negotiator.cli import app
 from negotiator.errors import RecoveryError
 from negotiator.ledger import Agreement, Ledger
@@ -154,20 +153,13 @@ def test_a_run_resumed_after_a_crash_ends_as_if_never_stopped(tmp_path: Path, en
 
 
 def test_checkpoints_are_written_from_a_worker_the_loop_cannot_starve(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, thread_calls: list[Any]
 ) -> None:
     # Each slot's checkpoint is written in a worker thread through negotiator.threads (the GIL
     # hand-off), so a saturated loop cannot hold the next slot up behind it.
-    writes: list[str] = []
-    run_sync = threads.run_sync
-
-    async def spy(fn: Any, *args: Any, **kwargs: Any) -> Any:
-        writes.append(getattr(fn, "__name__", ""))
-        return await run_sync(fn, *args, **kwargs)
-
-    monkeypatch.setattr(threads, "run_sync", spy)
     state = StateDir(tmp_path / "state")
     summary = _run(build(_config(tmp_path, "shard", "state")), state)
+    writes = [getattr(fn, "__name__", "") for fn in thread_calls]
     assert writes.count("write") == summary.run.slots + 1  # one before slot 0, one per slot
     saved = state.load()
     assert saved is not None and saved.slot == summary.run.slots - 1

@@ -8,7 +8,6 @@ from typing import Any
 import anyio
 import pytest
 
-from negotiator import threads
 from negotiator.actor import Pay
 from negotiator.ledger import Agreement, Ledger
 from negotiator.messages import SettlementFailed, Terms
@@ -104,18 +103,10 @@ async def test_gate_closure_waits_for_unproven_buyers_and_no_longer_than_its_tim
 
 
 async def test_the_ledger_is_written_from_a_worker_the_loop_cannot_starve(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, thread_calls: list[Any]
 ) -> None:
     # Every journal write goes through negotiator.threads.run_sync (the GIL hand-off), never
     # straight to anyio.to_thread: under a saturated loop the latter took seconds per write.
-    calls: list[str] = []
-    run_sync = threads.run_sync
-
-    async def spy(fn: Any, *args: Any, **kwargs: Any) -> Any:
-        calls.append(fn.__name__)
-        return await run_sync(fn, *args, **kwargs)
-
-    monkeypatch.setattr(threads, "run_sync", spy)
     ledger = Ledger(tmp_path / "ledger.sqlite")
     delivered: list[Any] = []
     settler = Settler(InProcessRail({1: 10**9, 2: 0}), ledger, RunMetrics(), delivered.append)
@@ -129,5 +120,5 @@ async def test_the_ledger_is_written_from_a_worker_the_loop_cannot_starve(
         assert await settler.drain(5)
         tg.cancel_scope.cancel()
     assert ledger.state_of(5) == "settled"
-    assert calls == ["record", "mark_settled"]
+    assert [fn.__name__ for fn in thread_calls] == ["record", "mark_settled"]
     ledger.close()

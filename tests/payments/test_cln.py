@@ -11,7 +11,6 @@ from typing import Any
 import anyio
 import pytest
 
-from negotiator import threads
 from negotiator.errors import PaymentFailed
 from negotiator.settlement import PaymentStatus
 from payments.cln import ClnNode, ClnRail
@@ -195,20 +194,13 @@ def test_simulate_with_cln_needs_its_nodes() -> None:
 
 
 async def test_node_calls_go_through_the_gil_hand_off(
-    double: ClnDouble, monkeypatch: pytest.MonkeyPatch
+    double: ClnDouble, thread_calls: list[Any]
 ) -> None:
     # pyln-client blocks, so each call runs in a worker thread; through negotiator.threads so
     # that a saturated negotiation loop cannot starve it of the GIL.
-    methods: list[str] = []
-    run_sync = threads.run_sync
-
-    async def spy(fn: Any, *args: Any, **kwargs: Any) -> Any:
-        methods.append(fn.args[0])  # functools.partial(rpc.call, method, params)
-        return await run_sync(fn, *args, **kwargs)
-
-    monkeypatch.setattr(threads, "run_sync", spy)
     r = rail(double, timeout_s=5)
     invoice = await r.create_invoice(2, 500_000, "agreement-1", "")
     await r.pay(0, invoice)
+    methods = [fn.args[0] for fn in thread_calls]  # functools.partial(rpc.call, method, params)
     assert "invoice" in methods and "xpay" in methods
     assert len(methods) == len(double.calls)  # every call the nodes saw
