@@ -317,7 +317,7 @@ class Trader:
     def _on_counter(self, msg: Counter, now: float) -> Sequence[Effect]:
         neg = self._neg(msg.nid)
         neg.state = transition(neg.state, msg, now)[0]
-        if neg.state.phase is Phase.EXPIRED:
+        if neg.state.phase is _EXPIRED:
             self._release(msg.nid)
             return ()
         if msg.terms.quantity < neg.reserved:  # they want less: give the difference back
@@ -333,7 +333,7 @@ class Trader:
         last = rnd >= state.max_rounds
         bound = self._reservation if last else (self._prices or self._schedule())[rnd]
         price = offer.price
-        good = price <= bound if self._side is Side.BUY else price >= bound
+        good = price <= bound if self._side is _BUY else price >= bound
         reply: Any
         if good and offer.quantity <= neg.reserved:
             reply = Accept(nid, self.address, other, rnd, seq + 1, offer)
@@ -367,7 +367,7 @@ class Trader:
             neg = self._neg(msg.nid)  # raises UNKNOWN_NEGOTIATION
         was = neg.state.phase
         neg.state = transition(neg.state, msg, now)[0]
-        if was is Phase.ACCEPTED:  # our Accept came too late: the runtime voided it
+        if was is _ACCEPTED:  # our Accept came too late: the runtime voided it
             q = neg.state.terms.quantity
             if self.address == neg.state.buyer:
                 self.bought_wh -= q
@@ -430,7 +430,7 @@ class Trader:
 
     def _closed(self, neg: _Neg) -> None:
         phase = neg.state.phase
-        if phase is Phase.ACCEPTED:
+        if phase is _ACCEPTED:
             if self.address == neg.state.buyer:
                 self.bought_wh += neg.state.terms.quantity
                 self._traded += neg.state.terms.quantity
@@ -469,6 +469,9 @@ class Trader:
 
 _OPEN: Final = frozenset({Phase.PROPOSED, Phase.COUNTERED})
 _ENDED: Final = frozenset({Phase.REJECTED, Phase.WITHDRAWN, Phase.EXPIRED})
+_ACCEPTED: Final = Phase.ACCEPTED  # read as globals on the hot path: see negotiator.protocol
+_EXPIRED: Final = Phase.EXPIRED
+_BUY: Final = Side.BUY
 
 _DISPATCH: Final[dict[type, Callable[[Trader, Any, float], Sequence[Effect]]]] = {
     Start: Trader._on_start,

@@ -39,6 +39,7 @@ from negotiator.metrics import RunMetrics
 _log = structlog.get_logger(__name__)
 
 _SETTLEMENT: Final = frozenset({InvoiceIssued, Paid, SettlementFailed})
+_BUY: Final = Side.BUY  # a global, not an enum attribute read, per negotiation (Python 3.11)
 _LOG_FIRST: Final = 20
 """Violations logged one by one per reason before logging only every 1,000th."""
 
@@ -77,9 +78,7 @@ class Flight:
         self.slot = slot
         self.initiator = initiator
         self.responder = responder
-        self.buyer, self.seller = (
-            (initiator, responder) if side is Side.BUY else (responder, initiator)
-        )
+        self.buyer, self.seller = (initiator, responder) if side is _BUY else (responder, initiator)
         self.deadline = deadline
         self.opened = 0.0
         self.turn = initiator
