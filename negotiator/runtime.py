@@ -274,13 +274,10 @@ class Runtime:
         self._clearing_s = state.get("clearing_s", 0.0)
         self._view = state["view"]
         self.rng.bit_generator.state = state["rng"]
-        self.router.retired.clear()
-        self.router.retired.update(state["retired"])
-        self.router.excluded.clear()
-        self.router.excluded.update(state["excluded"])
-        self.router.failures.clear()
-        self.router.failures.update(state["failures"])
-        self.router.strikes.update(state["strikes"])
+        for name in ("retired", "excluded", "failures", "strikes"):
+            table = getattr(self.router, name)
+            table.clear()
+            table.update(state[name])
         self.reneges.update(state["reneges"])
         self.settler.payers.update(state.get("payers", ()))
         self.metrics.restore(state["metrics"])
@@ -426,15 +423,17 @@ class Runtime:
 
     async def _negotiate(self, slot: int, pairings: Sequence[Any]) -> None:
         router = self.router
-        # asyncio primitives: anyio's Semaphore checkpoints on every acquire (1.6 s per 30k here)
-        limit = asyncio.Semaphore(self.config.max_in_flight)
+        # Not a semaphore: anyio's checkpoints per acquire (1.6 s per 30k), asyncio's scans waiters
+        limit, loop = self.config.max_in_flight, asyncio.get_running_loop()
+        room: asyncio.Future[None] | None = None
         done = asyncio.Event()
         open_count = 0
 
         def ended(nid: int) -> None:
             nonlocal open_count
             open_count -= 1
-            limit.release()
+            if room is not None and not room.done():
+                room.set_result(None)  # the starter may open the next one
             if open_count == 0 and starting_done and not router.closing:
                 done.set()
 
@@ -451,11 +450,12 @@ class Runtime:
             for pairing in pairings:
                 if self._stopping:
                     break
-                await limit.acquire()
+                while open_count >= limit:
+                    room = loop.create_future()
+                    await room
                 nid = self._next_nid
                 self._next_nid += 1
                 open_count += 1
-                now = self.clock()
                 router.open(
                     Flight(
                         nid,
@@ -464,7 +464,7 @@ class Runtime:
                         pairing.responder,
                         pairing.side,
                         pairing.quantity,
-                        min(now + deadline_s, gate),
+                        min(self.clock() + deadline_s, gate),
                     )
                 )
             starting_done = True
