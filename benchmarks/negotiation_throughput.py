@@ -12,8 +12,10 @@ Every negotiation goes through the whole runtime: protocol checks on both sides,
 
 The bare baseline is what the runtime is measured against: the same number of coroutines, each
 with an ``asyncio.Queue`` inbox, exchanging msgspec messages between random pairs, the same mean
-number of messages per negotiation as the runtime needed, with the same limit in flight, and
-nothing else. ``ratio`` = runtime / bare (task engine). ``*_negotiations_per_s`` count the
+number of messages per negotiation as went through the runtime's inboxes (every one: the moves,
+the settlement messages and the runtime's Start, which the bare loop's first message stands for;
+``inbox_messages_per_negotiation``), with the same limit in flight, and nothing else. ``ratio`` =
+runtime / bare (task engine). ``*_negotiations_per_s`` count the
 negotiation window (slot open to the last negotiation closed), which is what the kernel sustains
 while settlement runs beside it; ``*_end_to_end_per_s`` divide the settled agreements by the whole
 run's wall time, settlement of the last agreement included. Prints figures, asserts nothing.
@@ -42,6 +44,7 @@ from agents import Trader, strategy
 from market import MeanFieldService
 from negotiator.actor import Pairing
 from negotiator.bus import LocalBus
+from negotiator.engines import fewer_collections
 from negotiator.ledger import Ledger
 from negotiator.messages import Counter, Side, Terms, TradeReport
 from negotiator.runtime import RunReport, Runtime, RuntimeConfig
@@ -134,8 +137,21 @@ def run_runtime(
     return report
 
 
-async def _bare(agents: int, negotiations: int, in_flight: int, hops: int, seed: int) -> float:
-    """Bare asyncio.Queue + msgspec: ``hops`` messages per negotiation between random pairs."""
+def _hops(mean: float, negotiations: int, seed: int) -> list[int]:
+    """Messages per negotiation for the bare loop: whole numbers whose mean is ``mean``."""
+    base = max(1, int(mean))
+    extra = round((max(mean, 1.0) - base) * negotiations)
+    hops = [base + 1] * extra + [base] * (negotiations - extra)
+    np.random.default_rng(seed).shuffle(hops)
+    return hops
+
+
+async def _bare(
+    agents: int, negotiations: int, in_flight: int, mean_hops: float, seed: int
+) -> float:
+    """Bare asyncio.Queue + msgspec: ``mean_hops`` messages per negotiation on average between
+    random pairs (the first one sent by the starter, as the runtime sends Start)."""
+    hops = _hops(mean_hops, negotiations, seed)
     inboxes = [asyncio.Queue[Any](1024) for _ in range(agents)]
     limit = asyncio.Semaphore(in_flight)
     done = asyncio.Event()
@@ -147,7 +163,7 @@ async def _bare(agents: int, negotiations: int, in_flight: int, hops: int, seed:
         inbox = inboxes[me]
         while True:
             m = await inbox.get()
-            if m.round < hops:
+            if m.round < hops[m.nid]:
                 reply = Counter(m.nid, me, m.sender, m.round + 1, m.seq + 1, terms)
                 inboxes[m.sender].put_nowait(reply)
             else:
@@ -161,13 +177,14 @@ async def _bare(agents: int, negotiations: int, in_flight: int, hops: int, seed:
     tasks = [asyncio.create_task(agent(i)) for i in range(agents)]
     gc.collect()
     gc.freeze()  # as the runtime does once its population is built
-    start = time.perf_counter()
-    for nid, (a, b) in enumerate(pairs.tolist()):
-        await limit.acquire()
-        other = (b + 1) % agents if a == b else b
-        inboxes[other].put_nowait(Counter(nid, a, other, 1, 1, terms))
-    await done.wait()
-    elapsed = time.perf_counter() - start
+    with fewer_collections():  # as the engines do while they run
+        start = time.perf_counter()
+        for nid, (a, b) in enumerate(pairs.tolist()):
+            await limit.acquire()
+            other = (b + 1) % agents if a == b else b
+            inboxes[other].put_nowait(Counter(nid, a, other, 1, 1, terms))
+        await done.wait()
+        elapsed = time.perf_counter() - start
     for t in tasks:
         t.cancel()
     await asyncio.gather(*tasks, return_exceptions=True)
@@ -175,13 +192,19 @@ async def _bare(agents: int, negotiations: int, in_flight: int, hops: int, seed:
     return negotiations / elapsed
 
 
-def run_bare(agents: int, negotiations: int, in_flight: int, hops: int, seed: int) -> float:
+def run_bare(agents: int, negotiations: int, in_flight: int, hops: float, seed: int) -> float:
     """Negotiations per second of the bare loop."""
     if _uvloop():
         import uvloop
 
         return uvloop.run(_bare(agents, negotiations, in_flight, hops, seed))
     return asyncio.run(_bare(agents, negotiations, in_flight, hops, seed))
+
+
+def inbox_messages(report: RunReport) -> float:
+    """Messages that went through agents' inboxes per negotiation, the runtime's Start and
+    Timeout included (``messages_per_negotiation`` counts the moves and settlement only)."""
+    return sum(report.message_counts.values()) / max(report.negotiations, 1)
 
 
 def _uvloop() -> bool:
@@ -209,7 +232,7 @@ def main() -> None:
     warm = not args.cold
     common = (args.agents, args.negotiations, args.in_flight, args.seed)
     task = run_runtime("task", *common, warm=warm)
-    hops = max(1, round(task.messages_per_negotiation))
+    hops = inbox_messages(task)
     bare = run_bare(args.agents, args.negotiations, args.in_flight, hops, args.seed)
     shard = run_runtime("shard", *common, warm=warm)
     result = {
@@ -219,6 +242,7 @@ def main() -> None:
         "in_flight": args.in_flight,
         "uvloop": _uvloop(),
         "messages_per_negotiation": task.messages_per_negotiation,
+        "inbox_messages_per_negotiation": round(hops, 4),
         "agreement_rate": task.agreement_rate,
         "runtime_negotiations_per_s": task.negotiations_per_s,
         "runtime_end_to_end_per_s": round(task.settled / task.wall_s, 1),

@@ -299,6 +299,7 @@ _COUNTS = (
     "failure_reasons",
     "rejected_messages",
     "late_messages",
+    "message_counts",
     "excluded",
     "aftermarket",
 )

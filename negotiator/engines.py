@@ -10,8 +10,10 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import gc
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import Any, Protocol
 
 import anyio
@@ -20,6 +22,40 @@ from anyio.abc import TaskStatus
 from negotiator.actor import Agent
 from negotiator.bus import LocalBus, Mailbox
 from negotiator.router import Router
+
+YOUNG_THRESHOLD = 50_000
+"""Allocations between two collections of the youngest generation while an engine runs (Python's
+default is 700; see :func:`fewer_collections`)."""
+
+_running = 0
+_saved: tuple[int, int, int] = gc.get_threshold()
+
+
+@contextlib.contextmanager
+def fewer_collections(young: int = YOUNG_THRESHOLD) -> Iterator[None]:
+    """Collect the youngest generation every ``young`` allocations instead of every 700.
+
+    Negotiating allocates a few tracked objects per message (the future each waiting agent's
+    ``get`` leaves, the flight, the pending settlement), and at any moment thousands of them are
+    alive: every collection of the two younger generations walks them, and they are promoted into
+    the oldest one, whose full collections then walk them again. Measured with the task engine
+    (``benchmarks/negotiation_throughput.py``, 10k agents): 1,345 collections took 1.3 s of an
+    8.1 s run at Python's default; 12 took 0.24 s at 50,000, and settled agreements per second
+    rose from 6.7k to 7.6k. Nothing is left uncollected: refcounting frees most garbage at once,
+    and cycles wait at most ``young`` allocations. Python's thresholds are process-wide: they
+    are set while the first engine runs and given back when the last one stops.
+    """
+    global _running, _saved
+    if _running == 0:
+        _saved = gc.get_threshold()
+        gc.set_threshold(max(young, _saved[0]), _saved[1], _saved[2])
+    _running += 1
+    try:
+        yield
+    finally:
+        _running -= 1
+        if _running == 0:
+            gc.set_threshold(*_saved)
 
 
 class Engine(Protocol):
@@ -60,12 +96,13 @@ class TaskEngine:
         faster without it in one benchmark run). The standard library's group is the same
         structured concurrency: children are cancelled and awaited with the runtime's scope.
         """
-        async with asyncio.TaskGroup() as tg:
-            loop = self._agent_loop
-            for agent, inbox in self._agents:
-                tg.create_task(loop(agent, inbox))
-            await asyncio.sleep(0)  # every loop has reached its first ``get``
-            task_status.started()
+        with fewer_collections():
+            async with asyncio.TaskGroup() as tg:
+                loop = self._agent_loop
+                for agent, inbox in self._agents:
+                    tg.create_task(loop(agent, inbox))
+                await asyncio.sleep(0)  # every loop has reached its first ``get``
+                task_status.started()
 
     async def _agent_loop(self, agent: Agent, inbox: asyncio.Queue[Any]) -> None:
         handle = self._router.handle
@@ -112,10 +149,11 @@ class ShardEngine:
 
     async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
         """Run one dispatcher per shard."""
-        async with anyio.create_task_group() as tg:
-            for i, (queue, members) in enumerate(self._queues):
-                tg.start_soon(self._dispatch, queue, members, i, name=f"shard-{i}")
-            task_status.started()
+        with fewer_collections():
+            async with anyio.create_task_group() as tg:
+                for i, (queue, members) in enumerate(self._queues):
+                    tg.start_soon(self._dispatch, queue, members, i, name=f"shard-{i}")
+                task_status.started()
 
     async def _dispatch(self, mailbox: Mailbox, members: dict[int, Agent], shard: int) -> None:
         handle = self._router.handle

@@ -86,6 +86,7 @@ class RunReport(msgspec.Struct, frozen=True):
     agreement_rate: float
     outcomes: dict[str, int]
     messages: int
+    """Moves and settlement messages sent to agents (not the runtime's Start and Timeout)."""
     messages_per_negotiation: float
     latency_ms: dict[str, float]
     settle_latency_ms: dict[str, float]
@@ -117,6 +118,9 @@ class RunReport(msgspec.Struct, frozen=True):
     forged, out-of-turn or flooding moves; ``reneged``: invoices left unpaid)."""
     clearing_s: float = 0.0
     """Time gate closures waited for the payments of buyers that had never paid before."""
+    message_counts: dict[str, int] = {}
+    """Messages sent to agents' inboxes by kind, the runtime's own (``start``, ``timeout``)
+    included."""
     aftermarket: dict[str, int] = {}
     """Aftermarket ``rounds`` (before gate closure, after unproven buyers' agreements failed)
     and the ``negotiations`` opened in them (counted in ``negotiations`` too)."""
@@ -183,5 +187,6 @@ def run_report(
         rail=m.rail,
         payments=m.payments.summary() if m.payments is not None else {},
         excluded=dict(sorted(m.excluded.items())),
+        message_counts={k: v for k, v in sorted(m.messages.items()) if v},
         aftermarket=dict(sorted(m.aftermarket.items())),
     )

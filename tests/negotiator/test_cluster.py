@@ -65,6 +65,7 @@ def test_two_workers_give_one_deterministic_summary(nats_server: NatsServer) -> 
     assert first["negotiations"] == sum(s["negotiations"] for s in first["shards"]) > 0
     assert first["settled"] == first["agreements"] > 0
     assert first["failed_settlements"] == 0
+    assert first["message_counts"]["start"] == first["negotiations"]  # merged over the shards
     assert first["latency_ms"]["p50"] > 0
     assert 0 < first["savings"] < 1
     assert first["replay_mismatches"] == 0

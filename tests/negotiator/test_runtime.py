@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import json
 import os
 import signal
@@ -23,6 +24,7 @@ from agents import Trader
 from market import MeanFieldService
 from negotiator.actor import Effect
 from negotiator.bus import LocalBus
+from negotiator.engines import YOUNG_THRESHOLD, fewer_collections
 from negotiator.ledger import Ledger
 from negotiator.messages import Counter, Propose, TradeReport, encode
 from negotiator.metrics import Exporter
@@ -73,6 +75,14 @@ async def test_every_agreement_is_settled_and_paid_exactly(tmp_path: Path, engin
     )
     assert all(t.open_negotiations == 0 for t in sim.traders)
     assert summary.bought_wh == summary.traded_wh == run.traded_units > 0
+    # Every message through an inbox is counted by kind: one Start per negotiation, one invoice
+    # and two Paid per settled agreement, and the moves and settlement are ``messages``.
+    counts = run.message_counts
+    assert counts["start"] == run.negotiations
+    assert counts["invoice"] == run.settled and counts["paid"] == 2 * run.settled
+    assert counts["accept"] == run.agreements
+    own = counts["start"] + counts.get("timeout", 0)
+    assert sum(counts.values()) - own == run.messages
     sim.close()
 
 
@@ -325,9 +335,31 @@ def test_closing_a_run_gives_its_population_back_to_the_collector(tmp_path: Path
     """The runtime freezes the population out of the collector's sight; closing the run must
     unfreeze it, or a process that runs day after day keeps every day's cycles (the soak found
     ~18 MB a day)."""
-    import gc
-
     sim = build(SimulationConfig(agents=20, slots=2, ledger=str(tmp_path / "l.sqlite")))
     assert gc.get_freeze_count() > 0
     sim.close()
     assert gc.get_freeze_count() == 0
+
+
+@pytest.mark.parametrize("engine", ENGINES)
+async def test_the_young_generation_is_collected_less_often_only_while_an_engine_runs(
+    tmp_path: Path, engine: str
+) -> None:
+    before = gc.get_threshold()
+    during: list[tuple[int, int, int]] = []
+    sim = build(config(tmp_path, engine=engine).model_copy(update={"slots": 2}))
+    await sim.run(on_slot=lambda report: during.append(gc.get_threshold()))
+    sim.close()
+    assert during == [(max(YOUNG_THRESHOLD, before[0]), before[1], before[2])] * 2
+    assert gc.get_threshold() == before  # given back when the engine stopped
+
+
+def test_overlapping_engines_give_the_thresholds_back_when_the_last_one_stops() -> None:
+    before = gc.get_threshold()
+    first, second = fewer_collections(), fewer_collections()
+    first.__enter__()
+    second.__enter__()
+    first.__exit__(None, None, None)  # not in the order they started
+    assert gc.get_threshold()[0] == max(YOUNG_THRESHOLD, before[0])
+    second.__exit__(None, None, None)
+    assert gc.get_threshold() == before
