@@ -99,6 +99,21 @@ def test_digest_depends_only_on_settled_content_in_nid_order(tmp_path: Path) -> 
     assert run([1, 2], tmp_path / "c.sqlite") != run([1, 2, 3], tmp_path / "d.sqlite")
 
 
+def test_the_digest_is_sha256_of_each_settled_row_joined_by_bars(tmp_path: Path) -> None:
+    """The canonical form, written out: a run's digest must not change with how it is computed."""
+    ledger = Ledger(tmp_path / "l.sqlite")
+    lines = []
+    for nid in (2, 1):
+        p, h = pre(nid)
+        a = agreement(nid)
+        ledger.record([a], [h])
+        ledger.mark_settled([(nid, h, p, 0)])
+        t = a.terms
+        row = (nid, a.slot, a.buyer, a.seller, t.resource, t.quantity, t.price, t.start, t.end)
+        lines.insert(0, "|".join(map(str, (*row, t.amount_msat(), h, p))) + "\n")
+    assert ledger.digest() == hashlib.sha256("".join(lines).encode()).hexdigest()
+
+
 def test_the_journal_survives_reopening(tmp_path: Path) -> None:
     path = tmp_path / "ledger.sqlite"
     first = Ledger(path)
