@@ -86,6 +86,27 @@ async def test_every_agreement_is_settled_and_paid_exactly(tmp_path: Path, engin
     sim.close()
 
 
+@pytest.mark.parametrize("engine", ENGINES)
+async def test_no_more_negotiations_are_open_at_once_than_the_limit(
+    tmp_path: Path, engine: str
+) -> None:
+    sim = build(config(tmp_path, engine=engine, max_in_flight=5))
+    router = sim.runtime.router
+    open_flight = router.open
+    seen: list[int] = []
+
+    def tracked(flight: Any) -> None:
+        open_flight(flight)
+        seen.append(len(router.flights))
+
+    router.open = tracked  # type: ignore[method-assign]
+    summary = await sim.run()
+    sim.close()
+    assert len(seen) == summary.run.negotiations > 100
+    assert max(seen) == 5  # the limit is reached, and never passed
+    assert summary.run.settled == summary.run.agreements
+
+
 async def test_a_slot_opens_only_once_the_settlement_backlog_is_below_its_bound(
     tmp_path: Path,
 ) -> None:
