@@ -90,29 +90,39 @@ class Mailbox:
     An ``asyncio.Queue`` wakes a getter and keeps task accounting on every put (~0.6 us per
     message); a dispatcher that drains everything at once needs only a deque append and one
     wake-up when it was idle (~0.06 us). Same contract for the bus: bounded, ``QueueFull`` when full.
+
+    Messages whose type is in ``later`` wait in a second FIFO, :attr:`deferred`, that the consumer
+    takes from only when :attr:`items` is empty: the shard engine defers the runtime's Start so
+    that the negotiations under way finish before new ones begin (see ``ShardEngine``). Both
+    count towards ``maxsize``.
     """
 
-    __slots__ = ("_space", "_waiter", "items", "maxsize")
+    __slots__ = ("_later", "_space", "_waiter", "deferred", "items", "maxsize")
 
-    def __init__(self, maxsize: int) -> None:
+    def __init__(self, maxsize: int, later: frozenset[type] = frozenset()) -> None:
         if maxsize < 1:
             raise ValueError("mailbox capacity must be at least 1")
         self.maxsize = maxsize
         self.items: deque[Any] = deque()
         """The consumer pops from the left, then calls :meth:`taken`."""
+        self.deferred: deque[Any] = deque()
+        """Messages of the ``later`` types, in arrival order."""
+        self._later = later
         self._waiter: asyncio.Future[None] | None = None
         self._space: asyncio.Future[None] | None = None
 
     def qsize(self) -> int:
         """Messages waiting."""
-        return len(self.items)
+        return len(self.items) + len(self.deferred)
 
     def put_nowait(self, item: Any) -> None:
         """Append ``item``, waking the consumer if it waits; ``asyncio.QueueFull`` when full."""
-        items = self.items
-        if len(items) >= self.maxsize:
+        if len(self.items) + len(self.deferred) >= self.maxsize:
             raise asyncio.QueueFull
-        items.append(item)
+        if type(item) in self._later:
+            self.deferred.append(item)
+        else:
+            self.items.append(item)
         waiter = self._waiter
         if waiter is not None:
             self._waiter = None
@@ -121,7 +131,7 @@ class Mailbox:
 
     async def put(self, item: Any) -> None:
         """Append ``item``, waiting while the mailbox is full."""
-        while len(self.items) >= self.maxsize:
+        while self.qsize() >= self.maxsize:
             if self._space is None or self._space.done():
                 self._space = asyncio.get_running_loop().create_future()
             await asyncio.shield(self._space)
@@ -129,7 +139,7 @@ class Mailbox:
 
     async def wait(self) -> None:
         """Return when there is something to take (at once if there is)."""
-        while not self.items:
+        while not self.items and not self.deferred:
             waiter = self._waiter = asyncio.get_running_loop().create_future()
             try:
                 await waiter
@@ -140,7 +150,7 @@ class Mailbox:
     def taken(self) -> None:
         """The consumer took messages: wake producers that wait for room."""
         space = self._space
-        if space is not None and len(self.items) < self.maxsize:
+        if space is not None and self.qsize() < self.maxsize:
             self._space = None
             if not space.done():
                 space.set_result(None)

@@ -167,6 +167,8 @@ class RunMetrics:
 
     def __init__(self) -> None:
         self.negotiation_latency = Histogram(LATENCY_BUCKETS, keep_samples=True)
+        self.start_wait = Histogram(LATENCY_BUCKETS, keep_samples=True)
+        """From the runtime opening a negotiation to its first offer (the Start's wait)."""
         self.settlement_latency = Histogram(LATENCY_BUCKETS, keep_samples=True)
         self.slot_duration = Histogram(LATENCY_BUCKETS)
         self.rounds = Histogram(ROUND_BUCKETS)
@@ -203,6 +205,7 @@ class RunMetrics:
 
     _ACCUMULATORS: Final = (
         "negotiation_latency",
+        "start_wait",
         "settlement_latency",
         "slot_duration",
         "rounds",
@@ -271,6 +274,11 @@ class _Collector:
         yield m.negotiation_latency.family(
             "negotiator_negotiation_latency_seconds",
             "Time from the first offer (propose) to acceptance, per agreed negotiation.",
+        )
+        yield m.start_wait.family(
+            "negotiator_negotiation_start_wait_seconds",
+            "Time from the runtime opening a negotiation to its first offer (propose), per"
+            " negotiation that began.",
         )
         yield m.settlement_latency.family(
             "negotiator_settlement_latency_seconds",

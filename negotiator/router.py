@@ -48,6 +48,7 @@ class Flight:
     """One negotiation in flight, as the runtime sees it."""
 
     __slots__ = (
+        "begun",
         "buyer",
         "deadline",
         "initiator",
@@ -80,7 +81,10 @@ class Flight:
         self.responder = responder
         self.buyer, self.seller = (initiator, responder) if side is _BUY else (responder, initiator)
         self.deadline = deadline
+        self.begun = 0.0
+        """When the runtime opened it (Start queued for the initiator)."""
         self.opened = 0.0
+        """When the first offer was relayed."""
         self.turn = initiator
         """Who must move next: the runtime referees turns, not only the receiving agent."""
         self.terms: Any = None
@@ -193,6 +197,15 @@ class Router:
                 continue
             routes[type(effect)](effect, now)
 
+    def begin(self, agent: Agent, start: Start) -> None:
+        """Deliver a Start that an engine held back (the shard engine starts a negotiation when
+        those under way are done): void, counted late, if the runtime closed the negotiation
+        meanwhile (its deadline, the gate), as the Timeout its initiator got already says."""
+        if start.nid in self.flights:
+            self.handle(agent, start)
+        else:
+            self._late(start)
+
     def refuse(self, reason: str, message: Any, agent: int) -> None:
         """Count, log (the first few) and drop a move the router will not relay; an agent that
         collects ``max_strikes`` of them is excluded from the market (retired)."""
@@ -279,7 +292,9 @@ class Router:
             return
         if self._out_of_turn(flight, message):
             return
-        self.metrics.messages["propose"] += 1
+        metrics = self.metrics
+        metrics.messages["propose"] += 1
+        metrics.start_wait.observe(now - flight.begun)
         flight.opened = now
         flight.terms = message.terms
         flight.turn = message.receiver
@@ -357,6 +372,7 @@ class Router:
     def open(self, flight: Flight) -> None:
         """Track a negotiation the runtime is about to start, and send Start to its initiator."""
         self.flights[flight.nid] = flight
+        flight.begun = self.clock()
         self._last_nid = max(self._last_nid, flight.nid)
         self.metrics.in_flight = len(self.flights)
         self.metrics.messages["start"] += 1

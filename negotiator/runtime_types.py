@@ -121,6 +121,9 @@ class RunReport(msgspec.Struct, frozen=True):
     message_counts: dict[str, int] = {}
     """Messages sent to agents' inboxes by kind, the runtime's own (``start``, ``timeout``)
     included."""
+    start_wait_ms: dict[str, float] = {}
+    """From the runtime opening a negotiation to its first offer: the wait before the
+    propose-to-accept ``latency_ms`` begins."""
     aftermarket: dict[str, int] = {}
     """Aftermarket ``rounds`` (before gate closure, after unproven buyers' agreements failed)
     and the ``negotiations`` opened in them (counted in ``negotiations`` too)."""
@@ -189,4 +192,5 @@ def run_report(
         excluded=dict(sorted(m.excluded.items())),
         message_counts={k: v for k, v in sorted(m.messages.items()) if v},
         aftermarket=dict(sorted(m.aftermarket.items())),
+        start_wait_ms=quantiles(m.start_wait),
     )

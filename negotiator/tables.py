@@ -41,6 +41,7 @@ def summary_table(data: dict[str, object], quality: Sequence[str] = ()) -> Table
         ("negotiations / s", data["negotiations_per_s"]),
         ("offers / s", data["offers_per_s"]),
         ("latency p50 / p95 / p99", f"{latency['p50']} / {latency['p95']} / {latency['p99']} ms"),
+        *_wait_rows(data),
         ("settle p50 / p95", f"{settle['p50']} / {settle['p95']} ms"),
         ("settled / failed", f"{data['settled']} / {data['failed_settlements']}"),
         *_traded_rows(data),
@@ -54,6 +55,13 @@ def summary_table(data: dict[str, object], quality: Sequence[str] = ()) -> Table
     for name, value in rows:
         table.add_row(name, str(value))
     return table
+
+
+def _wait_rows(data: dict[str, object]) -> list[tuple[str, object]]:
+    wait = data.get("start_wait_ms")  # absent from a cluster's summary
+    if not isinstance(wait, dict) or not wait:
+        return []
+    return [("start wait p50 / p95", f"{wait['p50']} / {wait['p95']} ms")]
 
 
 def _traded_rows(data: dict[str, object]) -> list[tuple[str, object]]:

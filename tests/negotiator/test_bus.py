@@ -160,3 +160,39 @@ async def test_mailbox_put_waits_for_room_and_wait_returns_at_once_when_not_empt
     assert list(mailbox.items) == ["b"]
     with pytest.raises(ValueError):
         Mailbox(0)
+
+
+class Opening(msgspec.Struct, frozen=True):
+    receiver: int
+    n: int
+
+
+async def test_a_mailbox_keeps_later_kinds_apart_in_order_within_one_bound() -> None:
+    mailbox = Mailbox(4, later=frozenset({Opening}))
+    mailbox.put_nowait(Opening(1, 0))
+    mailbox.put_nowait(Note(1, 1))
+    mailbox.put_nowait(Opening(1, 2))
+    mailbox.put_nowait(Note(1, 3))
+    assert [m.n for m in mailbox.items] == [1, 3]
+    assert [m.n for m in mailbox.deferred] == [0, 2]
+    assert mailbox.qsize() == 4
+    with pytest.raises(asyncio.QueueFull):  # both kinds count towards the bound
+        mailbox.put_nowait(Opening(1, 4))
+    mailbox.items.clear()
+    with anyio.fail_after(1):
+        await mailbox.wait()  # only deferred messages wait: still something to take
+    mailbox.deferred.popleft()
+    mailbox.deferred.popleft()
+    mailbox.taken()
+    woken: list[int] = []
+
+    async def consumer() -> None:
+        await mailbox.wait()
+        woken.append(mailbox.deferred.popleft().n)
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(consumer)
+        await anyio.sleep(0.01)
+        assert woken == []  # empty: it waits
+        mailbox.put_nowait(Opening(1, 5))  # a deferred kind wakes it too
+    assert woken == [5]

@@ -97,6 +97,33 @@ def test_an_accept_before_the_deadline_is_an_agreement_and_no_timeout_follows() 
     assert drain(inboxes[2]) == []
 
 
+def test_a_held_back_start_begins_its_negotiation_or_is_void_once_it_was_closed() -> None:
+    bus = LocalBus()
+    metrics = RunMetrics()
+    router = Router(
+        bus,
+        metrics,
+        on_agreement=lambda a, now: None,
+        on_pay=lambda pay: None,
+        on_abandon=lambda nid, reason: None,
+    )
+    inboxes = {address: bus.inbox(address) for address in (1, 2, 3)}
+    router.open(Flight(7, 0, 1, 2, Side.BUY, 100, deadline=10.0))
+    router.open(Flight(8, 0, 3, 2, Side.BUY, 100, deadline=10.0))
+    start7, start8 = inboxes[1].get_nowait(), inboxes[3].get_nowait()
+    router.expire(8)  # its deadline passed while its Start was held back
+    assert [type(m) for m in drain(inboxes[3])] == [Timeout]
+    buyer = Scripted(1, [(Propose(7, 1, 2, 1, 1, Side.BUY, T),)])
+    late = Scripted(3, [(Propose(8, 3, 2, 1, 1, Side.BUY, T),)])
+    router.begin(buyer, start7)
+    router.begin(late, start8)
+    assert buyer.seen == [start7] and late.seen == []  # the void Start is not delivered
+    assert [(type(m), m.nid) for m in drain(inboxes[2])] == [(Timeout, 8), (Propose, 7)]
+    assert metrics.late == {"start": 1}
+    assert metrics.start_wait.count == 1  # from opening negotiation 7 to its first offer
+    assert 7 in router.flights and 8 not in router.flights
+
+
 def test_late_counters_are_dropped_not_relayed() -> None:
     router, _bus, _agreements, inboxes = setup()
     buyer = Scripted(1, [(Counter(7, 1, 2, 2, 3, T),)])  # it was the seller's turn anyway

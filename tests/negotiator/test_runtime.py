@@ -107,6 +107,30 @@ async def test_no_more_negotiations_are_open_at_once_than_the_limit(
     assert summary.run.settled == summary.run.agreements
 
 
+async def test_the_shard_engine_begins_a_negotiation_only_when_none_is_under_way(
+    tmp_path: Path,
+) -> None:
+    """Moves and settlement first, Starts when nothing else waits: each negotiation runs from
+    first offer to close before the next begins, however many are open."""
+    sim = build(config(tmp_path, engine="shard", shards=1, max_in_flight=50))
+    router = sim.runtime.router
+    begin = router.begin
+    under_way: list[int] = []
+
+    def tracked(agent: Any, start: Any) -> None:
+        under_way.append(sum(f.terms is not None for f in router.flights.values()))
+        begin(agent, start)
+
+    router.begin = tracked  # type: ignore[method-assign]
+    summary = await sim.run()
+    sim.close()
+    run = summary.run
+    assert len(under_way) == run.message_counts["start"] == run.negotiations > 100
+    assert max(under_way) == 0
+    assert run.settled == run.agreements
+    assert set(run.start_wait_ms) == {"p50", "p95", "p99"} and run.start_wait_ms["p99"] > 0
+
+
 async def test_a_slot_opens_only_once_the_settlement_backlog_is_below_its_bound(
     tmp_path: Path,
 ) -> None:
@@ -256,6 +280,8 @@ async def test_the_metrics_endpoint_serves_a_populated_latency_histogram(tmp_pat
     latency = families["negotiator_negotiation_latency_seconds"]
     count = next(s.value for s in latency.samples if s.name.endswith("_count"))
     assert 0 < count <= summary.run.agreements
+    wait = families["negotiator_negotiation_start_wait_seconds"]
+    assert next(s.value for s in wait.samples if s.name.endswith("_count")) >= count
     inf = next(s.value for s in latency.samples if s.labels.get("le") == "+Inf")
     assert inf == count
     agreed = families["negotiator_negotiations"]
