@@ -66,6 +66,9 @@ def simulate(
     ] = None,
     max_rounds: Annotated[int, typer.Option(help="Offers per negotiation, at most.")] = 10,
     max_in_flight: Annotated[int, typer.Option(help="Negotiations open at once.")] = 500,
+    max_under_way: Annotated[
+        int, typer.Option(help="Task engine: negotiations begun at once (0: all in flight).")
+    ] = 16,
     deadline_ms: Annotated[float, typer.Option(help="Wall-clock limit per negotiation.")] = 5000.0,
     slots_per_day: Annotated[int, typer.Option(help="Slots in a day.")] = 24,
     ledger: Annotated[
@@ -176,7 +179,8 @@ def simulate(
                     hubs=hubs,
                     placement=placement,
                     runtime=RuntimeConfig(engine=engine, shards=shards,
-                                          max_in_flight=max_in_flight, deadline_ms=deadline_ms),
+                                          max_in_flight=max_in_flight, deadline_ms=deadline_ms,
+                                          max_under_way=max_under_way),
                 )
             )  # fmt: skip
         except (ValidationError, ValueError, FileNotFoundError) as exc:
@@ -214,6 +218,7 @@ def simulate(
                 engine=engine,
                 shards=shards,
                 max_in_flight=max_in_flight,
+                max_under_way=max_under_way,
                 deadline_ms=deadline_ms,
             ),
         )

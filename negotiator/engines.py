@@ -2,6 +2,7 @@
 
 * :class:`TaskEngine` (default): every agent is its own coroutine reading its own bounded
   ``asyncio.Queue`` inbox, all in one anyio task group. The shape users expect from an actor runtime.
+  At most ``max_under_way`` negotiations are begun at once; the Starts of the others in flight wait.
 * :class:`ShardEngine`: one dispatcher coroutine per shard drains the shard's queue and calls the
   receiver's handler directly. No coroutine switch per message: measured 5-10x faster and about a
   third of the memory per idle agent; the engine for 100k+ agents and for NATS shards.
@@ -73,15 +74,40 @@ class Engine(Protocol):
         ...
 
 
+MAX_UNDER_WAY: Final = 16
+"""The task engine's default limit on negotiations begun at once (see :class:`TaskEngine`)."""
+
+
 class TaskEngine:
-    """One coroutine and one bounded inbox per agent."""
+    """One coroutine and one bounded inbox per agent.
+
+    The event loop runs ready coroutines in arrival order, so with every negotiation in flight
+    begun at once each message waits behind one message of every other negotiation: at 500 in
+    flight p95 propose to accept was 60-66 ms. The engine therefore has the router begin at most
+    ``max_under_way`` negotiations at once (their Start sent); the Starts of the others wait in
+    order, and each goes when a negotiation under way ends (void, counted late, if the runtime
+    closed its negotiation meanwhile). Measured on the throughput benchmark at 500 in flight,
+    three runs paired with no limit: p95 4.2-5.1 ms at 16, settlement p50 3.0-3.3 s -> 0.09-0.12 s
+    (the settler's tasks are no longer one among 500 ready ones), 1-16% more settled agreements
+    per second of the run. The wait moves before the first offer (``start_wait``); Little's law
+    still binds open to close. ``max_under_way=0`` begins every Start at once (arrival order).
+    """
 
     name = "task"
 
-    def __init__(self, bus: LocalBus, router: Router, inbox_size: int = 1024) -> None:
+    def __init__(
+        self,
+        bus: LocalBus,
+        router: Router,
+        inbox_size: int = 1024,
+        max_under_way: int = MAX_UNDER_WAY,
+    ) -> None:
+        if max_under_way < 0:
+            raise ValueError("max_under_way must be at least 0 (0: no limit)")
         self._bus = bus
         self._router = router
         self._inbox_size = inbox_size
+        router.max_under_way = max_under_way
         self._agents: list[tuple[Agent, asyncio.Queue[Any]]] = []
 
     def attach(self, agents: Sequence[Agent]) -> None:
@@ -208,11 +234,17 @@ class ShardEngine:
 
 
 def make_engine(
-    name: str, bus: LocalBus, router: Router, *, shards: int = 1, inbox_size: int = 1024
+    name: str,
+    bus: LocalBus,
+    router: Router,
+    *,
+    shards: int = 1,
+    inbox_size: int = 1024,
+    max_under_way: int = MAX_UNDER_WAY,
 ) -> Engine:
     """The engine called ``name`` (``task`` or ``shard``)."""
     if name == "task":
-        return TaskEngine(bus, router, inbox_size)
+        return TaskEngine(bus, router, inbox_size, max_under_way)
     if name == "shard":
         return ShardEngine(bus, router, shards, inbox_size)
     raise ValueError(f"unknown engine {name!r}: choose 'task' or 'shard'")

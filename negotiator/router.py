@@ -10,6 +10,7 @@ in it (to close it on behalf of an agent that fails).
 from __future__ import annotations
 
 import time
+from collections import deque
 from collections.abc import Callable
 from typing import Any, Final
 
@@ -18,6 +19,7 @@ import structlog
 from negotiator.actor import Agent, Pay, Skip
 from negotiator.bus import Bus
 from negotiator.errors import ProtocolViolation
+from negotiator.flight import Flight
 from negotiator.ledger import Agreement
 from negotiator.messages import (
     SYSTEM,
@@ -28,7 +30,6 @@ from negotiator.messages import (
     Propose,
     Reject,
     SettlementFailed,
-    Side,
     Start,
     Timeout,
     Withdraw,
@@ -39,56 +40,8 @@ from negotiator.metrics import RunMetrics
 _log = structlog.get_logger(__name__)
 
 _SETTLEMENT: Final = frozenset({InvoiceIssued, Paid, SettlementFailed})
-_BUY: Final = Side.BUY  # a global, not an enum attribute read, per negotiation (Python 3.11)
 _LOG_FIRST: Final = 20
 """Violations logged one by one per reason before logging only every 1,000th."""
-
-
-class Flight:
-    """One negotiation in flight, as the runtime sees it."""
-
-    __slots__ = (
-        "begun",
-        "buyer",
-        "deadline",
-        "initiator",
-        "nid",
-        "opened",
-        "quantity",
-        "responder",
-        "seller",
-        "side",
-        "slot",
-        "terms",
-        "turn",
-    )
-
-    def __init__(
-        self,
-        nid: int,
-        slot: int,
-        initiator: int,
-        responder: int,
-        side: Side,
-        quantity: int,
-        deadline: float,
-    ) -> None:
-        self.nid = nid
-        self.side = side
-        self.quantity = quantity
-        self.slot = slot
-        self.initiator = initiator
-        self.responder = responder
-        self.buyer, self.seller = (initiator, responder) if side is _BUY else (responder, initiator)
-        self.deadline = deadline
-        self.begun = 0.0
-        """When the runtime opened it (Start queued for the initiator)."""
-        self.opened = 0.0
-        """When the first offer was relayed."""
-        self.turn = initiator
-        """Who must move next: the runtime referees turns, not only the receiving agent."""
-        self.terms: Any = None
-        """The offer on the table (the last Propose or Counter relayed): what an Accept accepts."""
 
 
 class Router:
@@ -129,6 +82,12 @@ class Router:
         self.slot_trades: list[tuple[int, int]] = []
         """(price, quantity) of the agreements of the current slot."""
         self.on_end: Callable[[int], None] = lambda nid: None
+        self.max_under_way = 0
+        """Negotiations begun at once (their Start sent), at most; 0: no limit. The Starts of
+        the other flights wait here, in order, until one under way ends (the task engine sets
+        it: see :class:`~negotiator.engines.TaskEngine`)."""
+        self._held: deque[Start] = deque()
+        self._under_way = 0
         self.closing: dict[int, int] = {}
         """nid -> receiver of a closing move (accept, reject, withdraw) not yet delivered.
 
@@ -377,14 +336,45 @@ class Router:
         self.metrics.in_flight = len(self.flights)
         self.metrics.messages["start"] += 1
         f = flight
-        self.bus.send_nowait(
-            Start(f.nid, SYSTEM, f.initiator, 0, 0, f.responder, f.side, f.quantity, f.slot)
-        )
+        start = Start(f.nid, SYSTEM, f.initiator, 0, 0, f.responder, f.side, f.quantity, f.slot)
+        if self.max_under_way:
+            if self._under_way >= self.max_under_way:
+                self._held.append(start)
+                return
+            self._under_way += 1
+            f.started = True
+        self.bus.send_nowait(start)
+
+    @property
+    def under_way(self) -> int:
+        """Negotiations whose Start has been sent and that have not ended (with a limit)."""
+        return self._under_way
+
+    def _admit(self) -> None:
+        """Send held Starts while there is room; one whose negotiation the runtime has closed
+        meanwhile (its deadline, the gate) is void and counted late, as the Timeout its
+        initiator got already says."""
+        held = self._held
+        flights = self.flights
+        while held and self._under_way < self.max_under_way:
+            start = held.popleft()
+            f = flights.get(start.nid)
+            if f is None:
+                self._late(start)
+                continue
+            f.started = True
+            self._under_way += 1
+            self.bus.send_nowait(start)
 
     def end(self, nid: int, outcome: str) -> None:
         """A negotiation is over (agreed, rejected, withdrawn, expired, skipped)."""
-        if self.flights.pop(nid, None) is None:
+        flight = self.flights.pop(nid, None)
+        if flight is None:
             return
+        if flight.started:
+            self._under_way -= 1
+        if self._held and (flight.started or not self.flights):  # room, or all held are void
+            self._admit()
         self.metrics.in_flight = len(self.flights)
         table = self.metrics.outcomes
         table[outcome] = table.get(outcome, 0) + 1
@@ -400,6 +390,14 @@ class Router:
             self.metrics.messages["timeout"] += 1
             self.bus.send_nowait(Timeout(nid, SYSTEM, party, 0, 0))
 
+    def close_gate(self) -> None:
+        """Expire every open negotiation (gate closure); the Starts still held are void first,
+        so that none goes out just before its negotiation closes."""
+        while self._held:
+            self._late(self._held.popleft())
+        for nid in list(self.flights):
+            self.expire(nid, "gate_closed")
+
     def expire_due(self, now: float) -> int:
         """Expire every flight whose deadline has passed; flights are in deadline order."""
         due = []
@@ -407,8 +405,8 @@ class Router:
             if flight.deadline > now:
                 break
             due.append(nid)
-        for nid in due:
-            self.expire(nid)
+        for nid in reversed(due):  # the last first: no held Start of a due one goes out before
+            self.expire(nid)  # its own Timeout when an earlier one's end makes room
         return len(due)
 
     # -- trouble ------------------------------------------------------------------------------

@@ -35,6 +35,7 @@ from negotiator.actor import Agent, Matcher, Position
 from negotiator.bus import LocalBus
 from negotiator.engines import make_engine
 from negotiator.errors import BusError, MessageDecodeError
+from negotiator.flight import Flight
 from negotiator.ledger import Ledger
 from negotiator.messages import (
     SYSTEM,
@@ -45,14 +46,8 @@ from negotiator.messages import (
     decode,
 )
 from negotiator.metrics import RunMetrics
-from negotiator.router import Flight, Router
-from negotiator.runtime_types import (
-    PRICE_LEVELS,
-    RunReport,
-    RuntimeConfig,
-    SlotReport,
-    run_report,
-)
+from negotiator.router import Router
+from negotiator.runtime_types import PRICE_LEVELS, RunReport, RuntimeConfig, SlotReport, run_report
 from negotiator.settlement import Rail
 from negotiator.settler import Settler
 
@@ -116,7 +111,12 @@ class Runtime:
         self.reneges: dict[int, int] = {}
         """Agreements each buyer left unpaid (its reputation)."""
         self.engine = make_engine(
-            cfg.engine, self.bus, self.router, shards=cfg.shards, inbox_size=cfg.inbox_size
+            cfg.engine,
+            self.bus,
+            self.router,
+            shards=cfg.shards,
+            inbox_size=cfg.inbox_size,
+            max_under_way=cfg.max_under_way,
         )
         self.engine.attach(self.agents)
         handled = getattr(self.engine, "handled", None)
@@ -471,8 +471,7 @@ class Runtime:
             if open_count > 0 or router.closing:
                 await done.wait()
         starting_done = True
-        for nid in list(router.flights):  # gate closure
-            router.expire(nid, "gate_closed")
+        router.close_gate()
         router.on_end = lambda nid: None
         router.on_quiet = lambda: None
         if router.closing:  # gate closure with closing moves still queued: let them arrive

@@ -21,6 +21,12 @@ class RuntimeConfig(BaseModel):
     shards: int = Field(1, ge=1, description="dispatchers for the shard engine")
     inbox_size: int = Field(1024, ge=1, description="capacity of each agent's inbox")
     max_in_flight: int = Field(500, ge=1, description="negotiations open at once, at most")
+    max_under_way: int = Field(
+        16,
+        ge=0,
+        description="task engine: negotiations begun at once, at most; the Starts of the others"
+        " in flight wait for one to end (0: all at once)",
+    )
     deadline_ms: float = Field(5000.0, gt=0, description="wall-clock limit of one negotiation")
     slot_timeout_s: float = Field(120.0, gt=0, description="gate closure: wall time per slot")
     settle_workers: int = Field(1, ge=1, description="settlement batches in progress at once")

@@ -79,6 +79,7 @@ def test_bad_options_fail_with_a_clear_message() -> None:
         (["--strategy", "tit-for-tat"], "choose from"),
         (["--agents", "1"], "agents"),
         (["--max-rounds", "0"], "max_rounds"),
+        (["--max-under-way", "-1"], "max_under_way"),
         (["--rail", "paypal"], "rail"),
         (["--placement", "cloud"], "placement"),
         (["--workers", "2"], "go together"),

@@ -199,7 +199,7 @@ def test_ten_kill_9s_at_random_instants_lose_nothing_and_pay_nothing_twice(
 ) -> None:
     """The acceptance test: SIGKILL the run ten times at random instants (each after the
     process got going), resume each time, and compare with a run never stopped."""
-    run = ["--agents", "600", "--slots", "48", "--seed", "3"]
+    run = ["--agents", "600", "--slots", "96", "--seed", "3"]
     reference = tmp_path / "reference.json"
     whole = _summary(
         _negotiator("simulate", *run, "--state", str(tmp_path / "a"), "--json", str(reference)),

@@ -8,6 +8,7 @@ from typing import Any
 
 from negotiator.actor import Effect, Position
 from negotiator.bus import LocalBus
+from negotiator.flight import Flight
 from negotiator.ledger import Agreement
 from negotiator.messages import (
     SYSTEM,
@@ -16,12 +17,13 @@ from negotiator.messages import (
     Paid,
     Propose,
     Side,
+    Start,
     Terms,
     Timeout,
     Withdraw,
 )
 from negotiator.metrics import RunMetrics
-from negotiator.router import Flight, Router
+from negotiator.router import Router
 
 T = Terms("energy", 100, 200_000, 0, 1)
 
@@ -122,6 +124,53 @@ def test_a_held_back_start_begins_its_negotiation_or_is_void_once_it_was_closed(
     assert metrics.late == {"start": 1}
     assert metrics.start_wait.count == 1  # from opening negotiation 7 to its first offer
     assert 7 in router.flights and 8 not in router.flights
+
+
+def test_at_most_max_under_way_negotiations_begin_and_the_rest_wait_in_order() -> None:
+    bus = LocalBus()
+    metrics = RunMetrics()
+    router = Router(
+        bus,
+        metrics,
+        on_agreement=lambda a, now: None,
+        on_pay=lambda pay: None,
+        on_abandon=lambda nid, reason: None,
+    )
+    router.max_under_way = 2
+    inboxes = {address: bus.inbox(address) for address in range(1, 7)}
+    for nid, initiator in zip(range(10, 15), range(1, 6), strict=True):
+        router.open(Flight(nid, 0, initiator, 6, Side.BUY, 100, deadline=10.0))
+
+    def started() -> list[int]:
+        return sorted(m.nid for q in inboxes.values() for m in drain(q) if type(m) is Start)
+
+    assert started() == [10, 11] and router.under_way == 2  # 12, 13, 14 are held
+    router.expire(13)  # its deadline passed while its Start was held: only the Timeout goes
+    assert [(type(m), m.nid) for m in drain(inboxes[4])] == [(Timeout, 13)]
+    assert router.under_way == 2
+    router.end(10, "agreed")  # room for one: the next held Start in order
+    assert started() == [12] and router.under_way == 2
+    router.end(11, "rejected")  # 13's Start is void (counted late), 14 begins
+    assert started() == [14] and metrics.late == {"start": 1}
+    router.end(12, "agreed")
+    router.end(14, "agreed")
+    assert router.under_way == 0 and not router.flights
+
+    # gate closure with Starts still held: each one is void, none is delivered afterwards
+    for nid, initiator in zip(range(20, 24), range(1, 5), strict=True):
+        router.open(Flight(nid, 1, initiator, 6, Side.BUY, 100, deadline=10.0))
+    assert started() == [20, 21]
+    router.close_gate()
+    assert started() == [] and metrics.late == {"start": 3} and router.under_way == 0
+    router.open(Flight(30, 2, 1, 6, Side.BUY, 100, deadline=10.0))
+    assert started() == [30]  # the next slot begins at once
+
+    # deadlines passed for one under way and one held: the held one's Start never goes out
+    router.open(Flight(31, 2, 2, 6, Side.BUY, 100, deadline=10.0))
+    router.open(Flight(32, 2, 3, 6, Side.BUY, 100, deadline=10.0))
+    assert started() == [31]
+    assert router.expire_due(11.0) == 3
+    assert started() == [] and metrics.late == {"start": 4} and not router.flights
 
 
 def test_late_counters_are_dropped_not_relayed() -> None:

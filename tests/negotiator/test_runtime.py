@@ -26,7 +26,7 @@ from negotiator.actor import Effect
 from negotiator.bus import LocalBus
 from negotiator.engines import YOUNG_THRESHOLD, fewer_collections
 from negotiator.ledger import Ledger
-from negotiator.messages import Counter, Propose, TradeReport, encode
+from negotiator.messages import Counter, Propose, Start, TradeReport, encode
 from negotiator.metrics import Exporter
 from negotiator.runtime import Runtime, RuntimeConfig, SlotReport
 from negotiator.simulation import Simulation, SimulationConfig, build
@@ -129,6 +129,43 @@ async def test_the_shard_engine_begins_a_negotiation_only_when_none_is_under_way
     assert max(under_way) == 0
     assert run.settled == run.agreements
     assert set(run.start_wait_ms) == {"p50", "p95", "p99"} and run.start_wait_ms["p99"] > 0
+
+
+@pytest.mark.parametrize("limit", [4, 0])
+async def test_the_task_engine_begins_at_most_max_under_way_negotiations_at_once(
+    tmp_path: Path, limit: int
+) -> None:
+    """A Start goes out only while fewer than ``max_under_way`` negotiations whose Start went
+    out are still open; the others in flight wait (0: every Start at once)."""
+    sim = build(config(tmp_path, max_in_flight=50, max_under_way=limit))
+    router = sim.runtime.router
+    send, end = router.bus.send_nowait, router.end
+    begun: set[int] = set()
+    most = [0, 0]  # begun and not ended; open
+
+    def sending(message: Any) -> bool:
+        if type(message) is Start:
+            begun.add(message.nid)
+            most[0] = max(most[0], len(begun))
+            most[1] = max(most[1], len(router.flights))
+        return send(message)
+
+    def ending(nid: int, outcome: str) -> None:
+        begun.discard(nid)
+        end(nid, outcome)
+
+    router.bus.send_nowait = sending  # type: ignore[method-assign]
+    router.end = ending  # type: ignore[method-assign]
+    summary = await sim.run()
+    sim.close()
+    run = summary.run
+    assert run.settled == run.agreements > 100 and "start" not in run.late_messages
+    assert most[1] > 20  # many open at once
+    if limit:
+        assert most[0] == limit
+    else:
+        assert most[0] > 20
+    assert run.start_wait_ms["p99"] > 0
 
 
 async def test_a_slot_opens_only_once_the_settlement_backlog_is_below_its_bound(
