@@ -50,6 +50,22 @@ def test_every_write_is_idempotent(ledger: Ledger) -> None:
     assert ledger.state_of(42) is None
 
 
+def test_settled_without_a_journaled_hash_takes_the_hash_it_was_paid_with(
+    ledger: Ledger,
+) -> None:
+    p1, h1 = pre(1)
+    p2, h2 = pre(2)
+    p3, h3 = pre(3)
+    ledger.record([agreement(1), agreement(2)])  # accepted, no invoice journaled
+    ledger.record([agreement(3)], [h3])
+    assert ledger.mark_settled([(1, h1, p1, 0), (3, h3, p3, 0)]) == 2
+    assert ledger.state_of(1) == ledger.state_of(3) == "settled"
+    assert ledger.unfinished() == [(2, "accepted", None)]
+    with pytest.raises(LedgerError):  # a hash already journaled for agreement 1
+        ledger.mark_settled([(2, h1, p1, 0)])
+    assert ledger.mark_settled([(2, h2, p2, 0)]) == 1
+
+
 def test_a_payment_hash_belongs_to_one_agreement(ledger: Ledger) -> None:
     _, h = pre(1)
     ledger.record([agreement(1)], [h])
