@@ -20,8 +20,10 @@ negotiation window (slot open to the last negotiation closed), which is what the
 while settlement runs beside it; ``*_end_to_end_per_s`` divide the settled agreements by the whole
 run's wall time, settlement of the last agreement included. ``p*_ms`` are propose-to-accept
 latencies; ``*start_wait_p95_ms`` the wait from the runtime opening a negotiation to its first
-offer (the shard engine finishes the negotiations under way before it begins another, so its
-wait is there). Prints figures, asserts nothing.
+offer (neither engine begins every negotiation in flight at once: the task engine at most
+``--max-under-way``, the shard engine the next one when those under way are done, so the wait
+is there). ``--max-under-way 0`` runs the task engine in arrival order, every Start at once.
+Prints figures, asserts nothing.
 
     python benchmarks/negotiation_throughput.py --agents 10000 --json
 """
@@ -47,7 +49,7 @@ from agents import Trader, strategy
 from market import MeanFieldService
 from negotiator.actor import Pairing
 from negotiator.bus import LocalBus
-from negotiator.engines import fewer_collections
+from negotiator.engines import MAX_UNDER_WAY, fewer_collections
 from negotiator.ledger import Ledger
 from negotiator.messages import Counter, Side, Terms, TradeReport
 from negotiator.runtime import RunReport, Runtime, RuntimeConfig
@@ -109,6 +111,7 @@ def run_runtime(
     tick: int = 1,
     tariff: tuple[int, int] = TARIFF,
     warm: bool = False,
+    max_under_way: int = MAX_UNDER_WAY,
 ) -> RunReport:
     """One slot of ``negotiations`` through the full runtime on ``engine``.
 
@@ -135,7 +138,12 @@ def run_runtime(
             ledger=ledger,
             matcher=_matcher(negotiations, seed),
             rng=np.random.default_rng(seed),
-            config=RuntimeConfig(engine=engine, max_in_flight=in_flight, slot_timeout_s=600),
+            config=RuntimeConfig(
+                engine=engine,
+                max_in_flight=in_flight,
+                max_under_way=max_under_way,
+                slot_timeout_s=600,
+            ),
             bus=bus,
             population=service_address,
         )
@@ -234,12 +242,18 @@ def main() -> None:
         action="store_true",
         help="no mean-field guidance: traders open at the other side's outside option",
     )
+    parser.add_argument(
+        "--max-under-way",
+        type=int,
+        default=MAX_UNDER_WAY,
+        help="task engine: negotiations begun at once (0: every one in flight, arrival order)",
+    )
     parser.add_argument("--json", action="store_true", help="print one JSON object only")
     args = parser.parse_args()
 
     warm = not args.cold
     common = (args.agents, args.negotiations, args.in_flight, args.seed)
-    task = run_runtime("task", *common, warm=warm)
+    task = run_runtime("task", *common, warm=warm, max_under_way=args.max_under_way)
     hops = inbox_messages(task)
     bare = run_bare(args.agents, args.negotiations, args.in_flight, hops, args.seed)
     shard = run_runtime("shard", *common, warm=warm)
@@ -248,6 +262,7 @@ def main() -> None:
         "agents": args.agents,
         "negotiations": args.negotiations,
         "in_flight": args.in_flight,
+        "max_under_way": args.max_under_way,
         "uvloop": _uvloop(),
         "messages_per_negotiation": task.messages_per_negotiation,
         "inbox_messages_per_negotiation": round(hops, 4),
