@@ -49,6 +49,17 @@ class Scripted:
         return None
 
 
+def quiet_router(bus: LocalBus, metrics: RunMetrics) -> Router:
+    """A router whose agreements, payments and abandonments go nowhere."""
+    return Router(
+        bus,
+        metrics,
+        on_agreement=lambda a, now: None,
+        on_pay=lambda pay: None,
+        on_abandon=lambda nid, reason: None,
+    )
+
+
 def setup() -> tuple[Router, LocalBus, list[Agreement], dict[int, asyncio.Queue[Any]]]:
     bus = LocalBus()
     agreements: list[Agreement] = []
@@ -100,15 +111,8 @@ def test_an_accept_before_the_deadline_is_an_agreement_and_no_timeout_follows() 
 
 
 def test_a_held_back_start_begins_its_negotiation_or_is_void_once_it_was_closed() -> None:
-    bus = LocalBus()
-    metrics = RunMetrics()
-    router = Router(
-        bus,
-        metrics,
-        on_agreement=lambda a, now: None,
-        on_pay=lambda pay: None,
-        on_abandon=lambda nid, reason: None,
-    )
+    bus, metrics = LocalBus(), RunMetrics()
+    router = quiet_router(bus, metrics)
     inboxes = {address: bus.inbox(address) for address in (1, 2, 3)}
     router.open(Flight(7, 0, 1, 2, Side.BUY, 100, deadline=10.0))
     router.open(Flight(8, 0, 3, 2, Side.BUY, 100, deadline=10.0))
@@ -127,15 +131,8 @@ def test_a_held_back_start_begins_its_negotiation_or_is_void_once_it_was_closed(
 
 
 def test_at_most_max_under_way_negotiations_begin_and_the_rest_wait_in_order() -> None:
-    bus = LocalBus()
-    metrics = RunMetrics()
-    router = Router(
-        bus,
-        metrics,
-        on_agreement=lambda a, now: None,
-        on_pay=lambda pay: None,
-        on_abandon=lambda nid, reason: None,
-    )
+    bus, metrics = LocalBus(), RunMetrics()
+    router = quiet_router(bus, metrics)
     router.max_under_way = 2
     inboxes = {address: bus.inbox(address) for address in range(1, 7)}
     for nid, initiator in zip(range(10, 15), range(1, 6), strict=True):
