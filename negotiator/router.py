@@ -329,7 +329,8 @@ class Router:
     # -- negotiations in flight ---------------------------------------------------------------
 
     def open(self, flight: Flight) -> None:
-        """Track a negotiation the runtime is about to start, and send Start to its initiator."""
+        """Track a negotiation the runtime is about to start, and send Start to its initiator
+        (or hold it back while ``max_under_way`` negotiations are under way)."""
         self.flights[flight.nid] = flight
         flight.begun = self.clock()
         self._last_nid = max(self._last_nid, flight.nid)
