@@ -6,8 +6,11 @@ import asyncio
 from collections.abc import Sequence
 from typing import Any
 
+import pytest
+
 from negotiator.actor import Effect, Position
 from negotiator.bus import LocalBus
+from negotiator.engines import MAX_UNDER_WAY, make_engine
 from negotiator.flight import Flight
 from negotiator.ledger import Agreement
 from negotiator.messages import (
@@ -226,3 +229,20 @@ def test_one_message_cannot_be_turned_into_a_flood() -> None:
     assert router.metrics.rejected["rate_limited"] == 1
     assert len(drain(inboxes[1])) == 1  # the first is a legal counter; the rest out of turn
     assert router.metrics.rejected["out_of_turn"] == router.max_effects - 1
+
+
+def test_engines_are_built_by_name_and_refuse_bad_settings() -> None:
+    bus, metrics = LocalBus(), RunMetrics()
+    router = quiet_router(bus, metrics)
+    assert make_engine("task", bus, router).name == "task"
+    assert router.max_under_way == MAX_UNDER_WAY  # the task engine limits Starts by default
+    make_engine("task", bus, router, max_under_way=0)
+    assert router.max_under_way == 0
+    assert make_engine("shard", bus, quiet_router(bus, metrics)).name == "shard"
+    for name, options, needle in [
+        ("threads", {}, "unknown engine"),
+        ("task", {"max_under_way": -1}, "max_under_way"),
+        ("shard", {"shards": 0}, "shards"),
+    ]:
+        with pytest.raises(ValueError, match=needle):
+            make_engine(name, bus, router, **options)
