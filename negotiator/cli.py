@@ -307,7 +307,7 @@ def _execute(
         if view is not None:
             view.on_slot(report)
             return
-        info = f"{report.negotiations} negotiations, {report.agreements} agreed"
+        info = f"slot {report.slot}: {report.negotiations} negotiations, {report.agreements} agreed"
         progress.update(task, advance=1, info=info)
 
     def on_exporter(exporter: Exporter) -> None:

@@ -71,7 +71,10 @@ def run_cluster(
     task = progress.add_task("slots", total=config.slots, info="")
 
     def on_slot(report: SlotReport) -> None:
-        info = f"{report.negotiations} negotiations, {report.agreements} agreed ({workers} shards)"
+        info = (
+            f"slot {report.slot}: {report.negotiations} negotiations, "
+            f"{report.agreements} agreed ({workers} shards)"
+        )
         progress.update(task, advance=1, info=info)
 
     def on_start(run: str) -> None:

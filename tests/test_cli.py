@@ -35,6 +35,8 @@ def test_simulate_writes_the_json_summary_and_prints_a_table(tmp_path: Path) -> 
     assert set(data["latency_ms"]) == {"p50", "p95", "p99"}
     assert data["agents"] == 150 and data["slots"] == 14 and data["settled"] > 0
     assert "Run summary" in result.output and "14/14" in result.output
+    # the bar names the slot whose counts it shows (the last one: a day's night slot trades 0)
+    assert "slot 13: " in result.output and "slot 12: " not in result.output
     # settled over the simulated Lightning network by default, with its payment statistics
     payments = data["payments"]
     assert data["rail"] == "lightning" and payments["payments"] == data["settled"]
