@@ -27,7 +27,7 @@ from negotiator.recovery import StateDir, checkpointer, restore, rows_after
 from negotiator.regtest_cli import cln_nodes, regtest_app
 from negotiator.runtime import RuntimeConfig, SlotReport
 from negotiator.simulation import Simulation, SimulationConfig, Summary, build
-from negotiator.tables import progress_bar, summary_table
+from negotiator.tables import progress_bar, slot_info, summary_table
 
 app = typer.Typer(
     help="Asyncio multi-agent negotiation runtime for decentralised markets.",
@@ -307,8 +307,7 @@ def _execute(
         if view is not None:
             view.on_slot(report)
             return
-        info = f"slot {report.slot}: {report.negotiations} negotiations, {report.agreements} agreed"
-        progress.update(task, advance=1, info=info)
+        progress.update(task, advance=1, info=slot_info(report))
 
     def on_exporter(exporter: Exporter) -> None:
         if not quiet:

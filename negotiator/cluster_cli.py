@@ -15,7 +15,7 @@ from negotiator.errors import NegotiatorError
 from negotiator.runtime_types import SlotReport
 from negotiator.sharded import coordinate, work
 from negotiator.simulation import SimulationConfig
-from negotiator.tables import progress_bar, summary_table
+from negotiator.tables import progress_bar, slot_info, summary_table
 
 
 def _shard(value: str) -> tuple[int, int]:
@@ -71,11 +71,7 @@ def run_cluster(
     task = progress.add_task("slots", total=config.slots, info="")
 
     def on_slot(report: SlotReport) -> None:
-        info = (
-            f"slot {report.slot}: {report.negotiations} negotiations, "
-            f"{report.agreements} agreed ({workers} shards)"
-        )
-        progress.update(task, advance=1, info=info)
+        progress.update(task, advance=1, info=f"{slot_info(report)} ({workers} shards)")
 
     def on_start(run: str) -> None:
         if spawn and metrics_port and not quiet:

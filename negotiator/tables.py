@@ -9,6 +9,8 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from negotiator.runtime_types import SlotReport
+
 
 def progress_bar(console: Console, quiet: bool, unit: str = "slot") -> Progress:
     """The progress bar of ``simulate`` (per slot) and ``train`` (per day): a task's ``info``
@@ -22,6 +24,11 @@ def progress_bar(console: Console, quiet: bool, unit: str = "slot") -> Progress:
         console=console,
         disable=quiet,
     )
+
+
+def slot_info(report: SlotReport) -> str:
+    """The progress bar's ``info`` after a slot: its counts, with the slot they are for."""
+    return f"slot {report.slot}: {report.negotiations} negotiations, {report.agreements} agreed"
 
 
 def summary_table(data: dict[str, object], quality: Sequence[str] = ()) -> Table:
