@@ -23,7 +23,10 @@ latencies; ``*start_wait_p95_ms`` the wait from the runtime opening a negotiatio
 offer (neither engine begins every negotiation in flight at once: the task engine at most
 ``--max-under-way``, the shard engine the next one when those under way are done, so the wait
 is there). ``--max-under-way 0`` runs the task engine in arrival order, every Start at once.
-Prints figures, asserts nothing.
+The three runs go in turn ``--rounds`` times (3) and each figure is the median over the rounds
+(``ratio``: the median of each round's own ratio; the rounds' figures are in ``*_per_round``):
+on this shared machine one bare run that met a slow patch once moved a single round's ratio
+from 0.30 to 0.45. Prints figures, asserts nothing.
 
     python benchmarks/negotiation_throughput.py --agents 10000 --json
 """
@@ -36,11 +39,12 @@ import dataclasses
 import gc
 import json
 import resource
+import statistics
 import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Final
 
 import anyio
 import numpy as np
@@ -231,39 +235,15 @@ def _uvloop() -> bool:
     return True
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--agents", type=int, default=10_000)
-    parser.add_argument("--negotiations", type=int, default=50_000)
-    parser.add_argument("--in-flight", type=int, default=500)
-    parser.add_argument("--seed", type=int, default=1)
-    parser.add_argument(
-        "--cold",
-        action="store_true",
-        help="no mean-field guidance: traders open at the other side's outside option",
-    )
-    parser.add_argument(
-        "--max-under-way",
-        type=int,
-        default=MAX_UNDER_WAY,
-        help="task engine: negotiations begun at once (0: every one in flight, arrival order)",
-    )
-    parser.add_argument("--json", action="store_true", help="print one JSON object only")
-    args = parser.parse_args()
-
+def one_round(args: argparse.Namespace) -> dict[str, Any]:
+    """Task engine, then the bare loop at the task run's message count, then the shard engine."""
     warm = not args.cold
     common = (args.agents, args.negotiations, args.in_flight, args.seed)
     task = run_runtime("task", *common, warm=warm, max_under_way=args.max_under_way)
     hops = inbox_messages(task)
     bare = run_bare(args.agents, args.negotiations, args.in_flight, hops, args.seed)
     shard = run_runtime("shard", *common, warm=warm)
-    result = {
-        "market": "warm" if warm else "cold",
-        "agents": args.agents,
-        "negotiations": args.negotiations,
-        "in_flight": args.in_flight,
-        "max_under_way": args.max_under_way,
-        "uvloop": _uvloop(),
+    return {
         "messages_per_negotiation": task.messages_per_negotiation,
         "inbox_messages_per_negotiation": round(hops, 4),
         "agreement_rate": task.agreement_rate,
@@ -287,6 +267,83 @@ def main() -> None:
         "shard_settle_p50_ms": shard.settle_latency_ms["p50"],
         "settled": task.settled,
         "shard_settled": shard.settled,
+    }
+
+
+PER_ROUND: Final = (
+    "runtime_negotiations_per_s",
+    "bare_negotiations_per_s",
+    "ratio",
+    "shard_negotiations_per_s",
+)
+"""Figures whose every round is printed beside their median (``*_per_round``)."""
+
+
+def combine(rounds: list[dict[str, Any]]) -> dict[str, Any]:
+    """Each figure's median over the rounds (a count: the lower median, a whole number);
+    ``ratio`` is the median of the rounds' own ratios (each measured against the bare loop of
+    its round), not a ratio of medians."""
+    result: dict[str, Any] = {}
+    for key in rounds[0]:
+        values = [r[key] for r in rounds]
+        if all(isinstance(v, int) for v in values):  # counts stay whole
+            result[key] = statistics.median_low(values)
+        else:
+            result[key] = round(statistics.median(values), 4)
+    for key in PER_ROUND:
+        result[f"{key}_per_round"] = [r[key] for r in rounds]
+    return result
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--agents", type=int, default=10_000)
+    parser.add_argument("--negotiations", type=int, default=50_000)
+    parser.add_argument("--in-flight", type=int, default=500)
+    parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument(
+        "--cold",
+        action="store_true",
+        help="no mean-field guidance: traders open at the other side's outside option",
+    )
+    parser.add_argument(
+        "--max-under-way",
+        type=int,
+        default=MAX_UNDER_WAY,
+        help="task engine: negotiations begun at once (0: every one in flight, arrival order)",
+    )
+    parser.add_argument(
+        "--rounds",
+        type=int,
+        default=3,
+        help="task, bare and shard runs, in turn, this many times; figures are medians",
+    )
+    parser.add_argument("--json", action="store_true", help="print one JSON object only")
+    args = parser.parse_args()
+    if args.rounds < 1:
+        parser.error("--rounds must be at least 1")
+
+    rounds = []
+    for i in range(args.rounds):
+        rounds.append(one_round(args))
+        if not args.json:
+            r = rounds[-1]
+            print(
+                f"round {i + 1}/{args.rounds}: task {r['runtime_negotiations_per_s']:,.0f}/s,"
+                f" bare {r['bare_negotiations_per_s']:,.0f}/s, ratio {r['ratio']},"
+                f" shard {r['shard_negotiations_per_s']:,.0f}/s",
+                file=sys.stderr,
+                flush=True,
+            )
+    result = {
+        "market": "cold" if args.cold else "warm",
+        "agents": args.agents,
+        "negotiations": args.negotiations,
+        "in_flight": args.in_flight,
+        "max_under_way": args.max_under_way,
+        "uvloop": _uvloop(),
+        "rounds": args.rounds,
+        **combine(rounds),
         "rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
     }
     if args.json:
