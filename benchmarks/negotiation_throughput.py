@@ -43,6 +43,7 @@ import statistics
 import sys
 import tempfile
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Final
 
@@ -279,7 +280,7 @@ PER_ROUND: Final = (
 """Figures whose every round is printed beside their median (``*_per_round``)."""
 
 
-def combine(rounds: list[dict[str, Any]]) -> dict[str, Any]:
+def combine(rounds: list[dict[str, Any]], per_round: Sequence[str] = PER_ROUND) -> dict[str, Any]:
     """Each figure's median over the rounds (a count: the lower median, a whole number);
     ``ratio`` is the median of the rounds' own ratios (each measured against the bare loop of
     its round), not a ratio of medians."""
@@ -290,7 +291,7 @@ def combine(rounds: list[dict[str, Any]]) -> dict[str, Any]:
             result[key] = statistics.median_low(values)
         else:
             result[key] = round(statistics.median(values), 4)
-    for key in PER_ROUND:
+    for key in per_round:
         result[f"{key}_per_round"] = [r[key] for r in rounds]
     return result
 

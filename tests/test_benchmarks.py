@@ -1,5 +1,5 @@
-"""The throughput benchmark's contract: the fields the README's table and the issue name, and
-figures that are medians of interleaved rounds (run small, as a user would run it)."""
+"""The kernel benchmarks' contract: the fields the README's table and the issue name, and
+figures that are medians of interleaved rounds (run small, as a user would run them)."""
 
 from __future__ import annotations
 
@@ -10,7 +10,8 @@ from pathlib import Path
 
 import pytest
 
-SCRIPT = Path(__file__).parent.parent / "benchmarks" / "negotiation_throughput.py"
+BENCHMARKS = Path(__file__).parent.parent / "benchmarks"
+SCRIPT = BENCHMARKS / "negotiation_throughput.py"
 SMALL = ["--agents", "200", "--negotiations", "400", "--in-flight", "40"]
 
 REQUIRED = {
@@ -27,9 +28,9 @@ REQUIRED = {
 }
 
 
-def _run(*args: str) -> subprocess.CompletedProcess[str]:
+def _run(*args: str, script: Path = SCRIPT) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, str(SCRIPT), *SMALL, *args],
+        [sys.executable, str(script), *args],
         capture_output=True,
         text=True,
         timeout=300,
@@ -38,7 +39,7 @@ def _run(*args: str) -> subprocess.CompletedProcess[str]:
 
 
 def test_throughput_prints_the_median_of_its_rounds() -> None:
-    done = _run("--rounds", "3", "--json")
+    done = _run(*SMALL, "--rounds", "3", "--json")
     assert done.returncode == 0, done.stderr
     result = json.loads(done.stdout)
     assert result.keys() >= REQUIRED
@@ -60,6 +61,25 @@ def test_throughput_prints_the_median_of_its_rounds() -> None:
 
 
 def test_throughput_refuses_zero_rounds() -> None:
-    done = _run("--rounds", "0")
+    done = _run(*SMALL, "--rounds", "0")
     assert done.returncode == 2
     assert "--rounds must be at least 1" in done.stderr
+
+
+def test_vs_negmas_prints_the_median_speedup_of_its_rounds() -> None:
+    pytest.importorskip("negmas")
+    args = ["--sessions", "60", "--agents", "100", "--rounds", "3", "--json"]
+    done = _run(*args, script=BENCHMARKS / "vs_negmas.py")
+    assert done.returncode == 0, done.stderr
+    result = json.loads(done.stdout)
+    assert result.keys() >= {"negmas_offers_per_s", "runtime_offers_per_s", "speedup"}
+    assert result["rounds"] == 3 and result["runtime_settled"] == 60
+    assert result["speedup"] == sorted(result["speedup_per_round"])[1]
+    per = zip(
+        result["runtime_offers_per_s_per_round"],
+        result["negmas_offers_per_s_per_round"],
+        result["speedup_per_round"],
+        strict=True,
+    )
+    for runtime, negmas, speedup in per:
+        assert speedup == pytest.approx(runtime / negmas, abs=6e-3)
