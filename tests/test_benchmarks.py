@@ -7,6 +7,7 @@ import json
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -38,6 +39,18 @@ def _run(*args: str, script: Path = SCRIPT) -> subprocess.CompletedProcess[str]:
     )
 
 
+def _each_round(result: dict[str, Any], key: str, num: str, den: str, abs_: float) -> None:
+    """Every round's ``key`` is that round's ``num`` over that round's ``den``."""
+    per = zip(
+        result[f"{num}_per_round"],
+        result[f"{den}_per_round"],
+        result[f"{key}_per_round"],
+        strict=True,
+    )
+    for a, b, quotient in per:
+        assert quotient == pytest.approx(a / b, abs=abs_)
+
+
 def test_throughput_prints_the_median_of_its_rounds() -> None:
     done = _run(*SMALL, "--rounds", "3", "--json")
     assert done.returncode == 0, done.stderr
@@ -49,14 +62,7 @@ def test_throughput_prints_the_median_of_its_rounds() -> None:
         assert len(rounds) == 3 and all(v > 0 for v in rounds)
         assert result[key] == sorted(rounds)[1]
     # each round's ratio is that round's task run over that round's bare run
-    per = zip(
-        result["runtime_negotiations_per_s_per_round"],
-        result["bare_negotiations_per_s_per_round"],
-        result["ratio_per_round"],
-        strict=True,
-    )
-    for task, bare, ratio in per:
-        assert ratio == pytest.approx(task / bare, abs=6e-4)
+    _each_round(result, "ratio", "runtime_negotiations_per_s", "bare_negotiations_per_s", 6e-4)
     assert result["settled"] == 400 and isinstance(result["settled"], int)
 
 
@@ -75,11 +81,4 @@ def test_vs_negmas_prints_the_median_speedup_of_its_rounds() -> None:
     assert result.keys() >= {"negmas_offers_per_s", "runtime_offers_per_s", "speedup"}
     assert result["rounds"] == 3 and result["runtime_settled"] == 60
     assert result["speedup"] == sorted(result["speedup_per_round"])[1]
-    per = zip(
-        result["runtime_offers_per_s_per_round"],
-        result["negmas_offers_per_s_per_round"],
-        result["speedup_per_round"],
-        strict=True,
-    )
-    for runtime, negmas, speedup in per:
-        assert speedup == pytest.approx(runtime / negmas, abs=6e-3)
+    _each_round(result, "speedup", "runtime_offers_per_s", "negmas_offers_per_s", 6e-3)
