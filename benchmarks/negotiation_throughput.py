@@ -281,9 +281,9 @@ PER_ROUND: Final = (
 
 
 def combine(rounds: list[dict[str, Any]], per_round: Sequence[str] = PER_ROUND) -> dict[str, Any]:
-    """Each figure's median over the rounds (a count: the lower median, a whole number);
-    ``ratio`` is the median of the rounds' own ratios (each measured against the bare loop of
-    its round), not a ratio of medians."""
+    """Each figure's median over the rounds (a count: the lower median, a whole number); a
+    quotient (``ratio``, ``speedup``) is the median of the rounds' own quotients, each of two
+    runs of one round, not a quotient of medians."""
     result: dict[str, Any] = {}
     for key in rounds[0]:
         values = [r[key] for r in rounds]
@@ -327,15 +327,14 @@ def main() -> None:
     rounds = []
     for i in range(args.rounds):
         rounds.append(one_round(args))
-        if not args.json:
-            r = rounds[-1]
-            print(
-                f"round {i + 1}/{args.rounds}: task {r['runtime_negotiations_per_s']:,.0f}/s,"
-                f" bare {r['bare_negotiations_per_s']:,.0f}/s, ratio {r['ratio']},"
-                f" shard {r['shard_negotiations_per_s']:,.0f}/s",
-                file=sys.stderr,
-                flush=True,
-            )
+        r = rounds[-1]
+        print(  # progress on stderr: the JSON on stdout stays one object
+            f"round {i + 1}/{args.rounds}: task {r['runtime_negotiations_per_s']:,.0f}/s,"
+            f" bare {r['bare_negotiations_per_s']:,.0f}/s, ratio {r['ratio']},"
+            f" shard {r['shard_negotiations_per_s']:,.0f}/s",
+            file=sys.stderr,
+            flush=True,
+        )
     result = {
         "market": "cold" if args.cold else "warm",
         "agents": args.agents,

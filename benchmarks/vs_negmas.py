@@ -98,7 +98,16 @@ def main() -> None:
     if args.rounds < 1:
         parser.error("--rounds must be at least 1")
 
-    rounds = [one_round(args) for _ in range(args.rounds)]
+    rounds = []
+    for i in range(args.rounds):
+        rounds.append(one_round(args))
+        r = rounds[-1]
+        print(  # progress on stderr: the JSON on stdout stays one object
+            f"round {i + 1}/{args.rounds}: NegMAS {r['negmas_offers_per_s']:,.0f} offers/s,"
+            f" runtime {r['runtime_offers_per_s']:,.0f}, speedup {r['speedup']}",
+            file=sys.stderr,
+            flush=True,
+        )
     result = {
         "sessions": args.sessions,
         "deadline_offers": 2 * args.steps,
