@@ -43,7 +43,7 @@ import statistics
 import sys
 import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, Final
 
@@ -296,6 +296,24 @@ def combine(rounds: list[dict[str, Any]], per_round: Sequence[str] = PER_ROUND) 
     return result
 
 
+def in_rounds(
+    parser: argparse.ArgumentParser,
+    args: argparse.Namespace,
+    one_round: Callable[[argparse.Namespace], dict[str, Any]],
+    per_round: Sequence[str] = PER_ROUND,
+) -> dict[str, Any]:
+    """``one_round`` ``args.rounds`` times, each round's ``per_round`` figures on stderr as it
+    ends (the JSON on stdout stays one object), then :func:`combine`."""
+    if args.rounds < 1:
+        parser.error("--rounds must be at least 1")
+    rounds = []
+    for i in range(args.rounds):
+        rounds.append(one_round(args))
+        figures = ", ".join(f"{key} {rounds[-1][key]:,}" for key in per_round)
+        print(f"round {i + 1}/{args.rounds}: {figures}", file=sys.stderr, flush=True)
+    return combine(rounds, per_round)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--agents", type=int, default=10_000)
@@ -321,20 +339,7 @@ def main() -> None:
     )
     parser.add_argument("--json", action="store_true", help="print one JSON object only")
     args = parser.parse_args()
-    if args.rounds < 1:
-        parser.error("--rounds must be at least 1")
-
-    rounds = []
-    for i in range(args.rounds):
-        rounds.append(one_round(args))
-        r = rounds[-1]
-        print(  # progress on stderr: the JSON on stdout stays one object
-            f"round {i + 1}/{args.rounds}: task {r['runtime_negotiations_per_s']:,.0f}/s,"
-            f" bare {r['bare_negotiations_per_s']:,.0f}/s, ratio {r['ratio']},"
-            f" shard {r['shard_negotiations_per_s']:,.0f}/s",
-            file=sys.stderr,
-            flush=True,
-        )
+    measured = in_rounds(parser, args, one_round)
     result = {
         "market": "cold" if args.cold else "warm",
         "agents": args.agents,
@@ -343,7 +348,7 @@ def main() -> None:
         "max_under_way": args.max_under_way,
         "uvloop": _uvloop(),
         "rounds": args.rounds,
-        **combine(rounds),
+        **measured,
         "rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
     }
     if args.json:

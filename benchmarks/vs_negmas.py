@@ -23,9 +23,10 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from negotiation_throughput import combine, run_runtime
+from negotiation_throughput import in_rounds, run_runtime
 
 LOW, HIGH, TICK = 80_000, 280_000, 2000
+PER_ROUND = ("negmas_offers_per_s", "runtime_offers_per_s", "speedup")
 
 
 def run_negmas(sessions: int, steps: int) -> tuple[float, float, float]:
@@ -95,24 +96,12 @@ def main() -> None:
     )
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
-    if args.rounds < 1:
-        parser.error("--rounds must be at least 1")
-
-    rounds = []
-    for i in range(args.rounds):
-        rounds.append(one_round(args))
-        r = rounds[-1]
-        print(  # progress on stderr: the JSON on stdout stays one object
-            f"round {i + 1}/{args.rounds}: NegMAS {r['negmas_offers_per_s']:,.0f} offers/s,"
-            f" runtime {r['runtime_offers_per_s']:,.0f}, speedup {r['speedup']}",
-            file=sys.stderr,
-            flush=True,
-        )
+    measured = in_rounds(parser, args, one_round, PER_ROUND)
     result = {
         "sessions": args.sessions,
         "deadline_offers": 2 * args.steps,
         "rounds": args.rounds,
-        **combine(rounds, ("negmas_offers_per_s", "runtime_offers_per_s", "speedup")),
+        **measured,
     }
     print(json.dumps(result) if args.json else json.dumps(result, indent=2))
 
